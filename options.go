@@ -1,0 +1,219 @@
+package readthrough
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+)
+
+// Defaults for zero [Options] and [LockOptions] fields.
+const (
+	DefaultTTL             = 5 * time.Minute
+	DefaultStoreTimeout    = time.Second
+	DefaultLoadTimeout     = 30 * time.Second
+	DefaultLockTTL         = 5 * time.Second
+	DefaultPollInterval    = 2 * time.Millisecond
+	DefaultMaxPollInterval = 25 * time.Millisecond
+)
+
+// ErrInvalidOptions is wrapped by every error [New] returns for options it
+// cannot accept.
+var ErrInvalidOptions = errors.New("readthrough: invalid options")
+
+// Options configures a [Cache]. The zero value, like a nil *Options, means
+// every default.
+type Options[K comparable, V any] struct {
+	// Namespace prefixes every store key: "product" gives "product:<key>",
+	// the key shape of the Momento read-through pattern, so other writers
+	// can share the cache. Empty adds no prefix. It may not contain NUL.
+	Namespace string
+
+	// TTL is how long a loaded value stays in the store. Default 5 minutes.
+	TTL time.Duration
+
+	// NegativeTTL is how long a not-found stays cached, so missing IDs do
+	// not reach the upstream on every request. Zero: not-found is never
+	// cached and every call for a missing key runs the loader.
+	NegativeTTL time.Duration
+
+	// TTLJitter, when positive, adds a random duration in [0, TTLJitter)
+	// to each write's TTL (value or not-found), so keys loaded together do
+	// not expire together. Zero: TTLs are exact.
+	TTLJitter time.Duration
+
+	// KeyFunc derives the store key from K. Required unless K's underlying
+	// type is a string or an integer, which are used as they are (integers
+	// in decimal). It must be deterministic: equal keys, equal strings.
+	KeyFunc func(K) string
+
+	// Codec encodes values. Default: raw bytes for []byte and string
+	// values, JSON for everything else.
+	Codec Codec[V]
+
+	// IsNotFound reports whether a loader error means "no such key", to be
+	// cached for NegativeTTL like [ErrNotFound]. Use it to map errors you
+	// do not control, such as sql.ErrNoRows or an HTTP 404. Errors that
+	// match ErrNotFound count as not-found whatever it says.
+	IsNotFound func(error) bool
+
+	// StoreTimeout bounds each store operation, so a hanging store costs
+	// callers at most this before the loader serves them. Default 1s.
+	StoreTimeout time.Duration
+
+	// LoadTimeout bounds a shared load: the loader's context ends after
+	// it, whether or not any caller still waits. Default 30s.
+	LoadTimeout time.Duration
+
+	// Logger receives store errors (at most one line per key burst of
+	// errors, see [Stats] for counts) and loader panics. Default: discard.
+	Logger *slog.Logger
+
+	// Lock configures the distributed lock that keeps processes sharing a
+	// store from loading the same key at once.
+	Lock LockOptions
+}
+
+// LockOptions configures the distributed lock taken on a miss.
+//
+// On a miss, one process wins SetIfAbsent on the key's lock and loads;
+// the others poll the store, starting at PollInterval and backing off
+// with jitter up to MaxPollInterval, and return the value as soon as it
+// lands. If the lock vanishes with no value they try to take it; after
+// MaxWait they load anyway.
+type LockOptions struct {
+	// Disabled turns the distributed lock off: only the in-process
+	// single-flight remains, so each process loads once per key.
+	Disabled bool
+
+	// TTL is how long the lock lives: the longest a crashed loader can
+	// hold a key. Keep it above your slowest load, or a second process
+	// may load while the first still runs. Default 5s.
+	TTL time.Duration
+
+	// PollInterval is the first wait between polls. Default 2ms.
+	PollInterval time.Duration
+
+	// MaxPollInterval caps the backoff between polls. Default 25ms.
+	MaxPollInterval time.Duration
+
+	// MaxWait is how long a process waits on another's lock before it
+	// loads anyway. Default: TTL.
+	MaxWait time.Duration
+}
+
+// config is Options with defaults filled and derived values computed.
+type config[K comparable, V any] struct {
+	Options[K, V]
+	limits Limits
+}
+
+func newConfig[K comparable, V any](store Store, opts *Options[K, V]) (*config[K, V], error) {
+	if store == nil {
+		return nil, fmt.Errorf("%w: nil store", ErrInvalidOptions)
+	}
+	c := &config[K, V]{}
+	if opts != nil {
+		c.Options = *opts
+	}
+	if l, ok := store.(Limiter); ok {
+		c.limits = l.Limits()
+	}
+	if err := c.validate(); err != nil {
+		return nil, err
+	}
+	o := &c.Options
+	if o.TTL == 0 {
+		o.TTL = DefaultTTL
+	}
+	if o.StoreTimeout == 0 {
+		o.StoreTimeout = DefaultStoreTimeout
+	}
+	if o.LoadTimeout == 0 {
+		o.LoadTimeout = DefaultLoadTimeout
+	}
+	if o.Lock.TTL == 0 {
+		o.Lock.TTL = DefaultLockTTL
+	}
+	if o.Lock.PollInterval == 0 {
+		o.Lock.PollInterval = DefaultPollInterval
+	}
+	if o.Lock.MaxPollInterval == 0 {
+		o.Lock.MaxPollInterval = max(DefaultMaxPollInterval, o.Lock.PollInterval)
+	}
+	if o.Lock.MaxWait == 0 {
+		o.Lock.MaxWait = o.Lock.TTL
+	}
+	if o.Codec == nil {
+		o.Codec = defaultCodec[V]()
+	}
+	if o.KeyFunc == nil {
+		f, err := defaultKeyFunc[K]()
+		if err != nil {
+			return nil, err
+		}
+		o.KeyFunc = f
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	// Checked after defaults, so a store's MaxTTL also catches the default TTL.
+	if err := c.validateLimits(); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *config[K, V]) validate() error {
+	o := &c.Options
+	if strings.IndexByte(o.Namespace, 0) >= 0 {
+		return fmt.Errorf("%w: Namespace %q contains a NUL byte", ErrInvalidOptions, o.Namespace)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"TTL", o.TTL},
+		{"NegativeTTL", o.NegativeTTL},
+		{"TTLJitter", o.TTLJitter},
+		{"StoreTimeout", o.StoreTimeout},
+		{"LoadTimeout", o.LoadTimeout},
+		{"Lock.TTL", o.Lock.TTL},
+		{"Lock.PollInterval", o.Lock.PollInterval},
+		{"Lock.MaxPollInterval", o.Lock.MaxPollInterval},
+		{"Lock.MaxWait", o.Lock.MaxWait},
+	} {
+		if d.v < 0 {
+			return fmt.Errorf("%w: %s is negative (%v)", ErrInvalidOptions, d.name, d.v)
+		}
+	}
+	if o.Lock.MaxPollInterval > 0 && o.Lock.PollInterval > o.Lock.MaxPollInterval {
+		return fmt.Errorf("%w: Lock.PollInterval (%v) is above Lock.MaxPollInterval (%v)",
+			ErrInvalidOptions, o.Lock.PollInterval, o.Lock.MaxPollInterval)
+	}
+	return nil
+}
+
+// validateLimits checks the filled options against the store's limits.
+func (c *config[K, V]) validateLimits() error {
+	l, o := c.limits, &c.Options
+	if l.MaxTTL <= 0 {
+		return nil
+	}
+	type check struct {
+		name string
+		v    time.Duration
+	}
+	checks := []check{{"TTL+TTLJitter", o.TTL + o.TTLJitter}, {"Lock.TTL", o.Lock.TTL}}
+	if o.NegativeTTL > 0 {
+		checks = append(checks, check{"NegativeTTL+TTLJitter", o.NegativeTTL + o.TTLJitter})
+	}
+	for _, d := range checks {
+		if d.v > l.MaxTTL {
+			return fmt.Errorf("%w: %s (%v) is above the store's longest TTL (%v)",
+				ErrInvalidOptions, d.name, d.v, l.MaxTTL)
+		}
+	}
+	return nil
+}
