@@ -511,7 +511,9 @@ func TestReleaseIsOwnerSafe(t *testing.T) {
 				}
 				var wg sync.WaitGroup
 				// t=0: a locks; its 3s load outlives the 2s lock, then fails (nothing cached).
-				wg.Go(func() { _, _ = a.GetOrLoad(context.Background(), "k", loader(3*time.Second, errors.New("late failure"))) })
+				wg.Go(func() {
+					_, _ = a.GetOrLoad(context.Background(), "k", loader(3*time.Second, errors.New("late failure")))
+				})
 				time.Sleep(500 * time.Millisecond)
 				// t=0.5: b waits; at t=2 a's lock expires and b takes it, loading until t=3.5.
 				wg.Go(func() { _, _ = b.GetOrLoad(context.Background(), "k", loader(1500*time.Millisecond, nil)) })
@@ -854,7 +856,7 @@ func TestUserCodec(t *testing.T) {
 
 type failingCodec struct{}
 
-func (failingCodec) Marshal(string) ([]byte, error)     { return nil, errors.New("cannot encode") }
+func (failingCodec) Marshal(string) ([]byte, error)   { return nil, errors.New("cannot encode") }
 func (failingCodec) Unmarshal([]byte) (string, error) { return "", errors.New("cannot decode") }
 
 func TestEncodeFailureStillServesTheValue(t *testing.T) {
