@@ -124,6 +124,7 @@ type Result[V any] struct {
 type Cache[K comparable, V any] struct {
 	store Store
 	cad   CompareAndDeleter // nil when the store has no owner-safe delete
+	local bool              // the store is NonBlocking: no timeout needed
 	cfg   config[K, V]
 	typ   uint32 // fingerprint of V in entry headers
 	log   *slog.Logger
@@ -143,6 +144,7 @@ func New[K comparable, V any](store Store, opts *Options[K, V]) (*Cache[K, V], e
 	}
 	c := &Cache[K, V]{store: store, cfg: *cfg, typ: entry.TypeOf[V](), log: cfg.Logger}
 	c.cad, _ = store.(CompareAndDeleter)
+	_, c.local = store.(NonBlocking)
 	return c, nil
 }
 
@@ -383,11 +385,16 @@ func (c *Cache[K, V]) read(ctx context.Context, k string) (Result[V], error, sta
 // storeCtx bounds a store call made on a caller's behalf by StoreTimeout,
 // without the cost of a new context when ctx already ends sooner.
 func (c *Cache[K, V]) storeCtx(ctx context.Context) (context.Context, context.CancelFunc) {
+	if c.local {
+		return ctx, nop
+	}
 	if d, ok := ctx.Deadline(); ok && time.Until(d) <= c.cfg.StoreTimeout {
-		return ctx, func() {}
+		return ctx, nop
 	}
 	return context.WithTimeout(ctx, c.cfg.StoreTimeout)
 }
+
+func nop() {}
 
 // detachedStoreCtx is for writes and lock releases that must happen even
 // when the flight's own context has ended.

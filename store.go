@@ -66,3 +66,12 @@ type Limits struct {
 type Limiter interface {
 	Limits() Limits
 }
+
+// NonBlocking is an optional [Store] capability, a promise that no
+// operation ever waits on I/O or on another process: an in-process map,
+// such as memstore. The cache calls such a store without bounding each
+// call by [Options].StoreTimeout, since the timer and context would cost
+// more than the call. A wrapper that can delay calls must not claim it.
+type NonBlocking interface {
+	NonBlocking()
+}

@@ -26,6 +26,7 @@ var (
 	_ readthrough.Store             = (*Store)(nil)
 	_ readthrough.CompareAndDeleter = (*Store)(nil)
 	_ readthrough.Limiter           = (*Store)(nil)
+	_ readthrough.NonBlocking       = (*Store)(nil)
 )
 
 // Store is an in-memory, TTL-honouring [readthrough.Store], safe for
@@ -151,6 +152,10 @@ func (s *Store) CompareAndDelete(ctx context.Context, key string, value []byte) 
 	s.remove(it)
 	return true, nil
 }
+
+// NonBlocking tells the cache that no call waits on I/O, so it need not
+// bound them with a timeout.
+func (s *Store) NonBlocking() {}
 
 // Limits reports MaxValueSize when the store is bounded by bytes.
 func (s *Store) Limits() readthrough.Limits {
