@@ -1,6 +1,6 @@
 # Every module tied together by go.work. momentostore is apart: its SDK is
 # not on every module proxy (see test-momento).
-MODULES := . examples
+MODULES := . redisstore examples
 GO ?= go
 
 .PHONY: help test fmt-check vet unit fuzz demo test-momento

@@ -304,7 +304,9 @@ func testLimits(t *testing.T, s readthrough.Store, key func(string) string) {
 		mustSet(t, s, key("max-ttl"), []byte("v"), lim.MaxTTL)
 		wantValue(t, s, key("max-ttl"), []byte("v"))
 	}
-	if lim.MaxValueSize > 0 {
+	// Probing a limit means sending a value past it; above 8 MB that costs
+	// more than it tells.
+	if lim.MaxValueSize > 0 && lim.MaxValueSize <= 8<<20 {
 		big := []byte(strings.Repeat("x", lim.MaxValueSize+1))
 		if err := s.Set(ctx(t), key("too-big"), big, time.Minute); err == nil {
 			if _, ok, _ := s.Get(ctx(t), key("too-big")); ok {
