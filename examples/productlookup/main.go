@@ -8,6 +8,10 @@
 //
 //	go run ./examples/productlookup
 //
+// With -redis it runs the same service against Redis or Valkey:
+//
+//	go run ./examples/productlookup -redis 127.0.0.1:6379
+//
 // With -listen it keeps serving instead: curl -i localhost:8080/products/7
 package main
 
@@ -31,6 +35,8 @@ import (
 
 	"github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/memstore"
+	"github.com/readthrough-go/readthrough/redisstore"
+	"github.com/redis/go-redis/v9"
 )
 
 // Product is what the catalog serves.
@@ -45,6 +51,7 @@ func main() {
 		concurrency = flag.Int("c", 50, "concurrent requests per burst")
 		latency     = flag.Duration("latency", 80*time.Millisecond, "upstream catalog latency")
 		listen      = flag.String("listen", "", "serve on this address instead of running the demo")
+		redisAddr   = flag.String("redis", "", "use the Redis or Valkey server at this address instead of the in-memory store")
 	)
 	flag.Parse()
 
@@ -55,7 +62,7 @@ func main() {
 	}
 	defer stopCatalog()
 
-	store, storeName, err := openStore()
+	store, storeName, err := openStore(*redisAddr)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -96,9 +103,21 @@ func main() {
 		st.Loads, st.Hits, st.NegativeHits, st.Shared, st.StoreErrors)
 }
 
-// openStore returns the cache's store.
-func openStore() (readthrough.Store, string, error) {
-	return memstore.New(memstore.WithMaxEntries(100_000)), "memstore", nil
+// openStore returns the cache's store: Redis when an address is given,
+// else in memory.
+func openStore(redisAddr string) (readthrough.Store, string, error) {
+	if redisAddr == "" {
+		return memstore.New(memstore.WithMaxEntries(100_000)), "memstore", nil
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if err := rdb.Ping(ctx).Err(); err != nil {
+		return nil, "", fmt.Errorf("redis at %s: %w", redisAddr, err)
+	}
+	// A fresh demo: forget what an earlier run cached for the demo's IDs.
+	rdb.Del(ctx, "product:7", "product:4040")
+	return redisstore.New(rdb), "redis " + redisAddr, nil
 }
 
 // --- the upstream catalog
