@@ -19,7 +19,9 @@ import (
 //     "no expiry".
 //   - SetIfAbsent stores value only if key holds nothing, atomically
 //     with respect to every other client of the store, and reports
-//     whether it did.
+//     whether it did. A store may also report true when key already holds
+//     exactly value, so a retried call stays idempotent; the cache's lock
+//     tokens are unique, so this never lets two flights hold one lock.
 //   - Delete of a missing key is not an error.
 //   - A call on a done context returns promptly with an error matching
 //     ctx.Err().
@@ -37,7 +39,8 @@ type Store interface {
 }
 
 // CompareAndDeleter is an optional [Store] capability: delete key only if
-// it still holds value, atomically. The cache releases its distributed
+// it still holds value, atomically. A store with no native conditional
+// delete may instead make the key expire within its shortest TTL. The cache releases its distributed
 // locks with it, so a lock that expired and was taken by another process
 // is never released by the first. Without it the cache falls back to
 // Delete. An implementation that wraps another store and finds the
