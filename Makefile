@@ -2,8 +2,9 @@
 # not on every module proxy (see test-momento).
 MODULES := . redisstore examples
 GO ?= go
+STATICCHECK ?= 2026.2.2
 
-.PHONY: help test fmt-check vet unit fuzz demo test-momento
+.PHONY: help test fmt-check vet unit lint fuzz demo test-momento
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -19,6 +20,9 @@ vet: ## go vet every module
 
 unit: ## go test -race -shuffle=on in every module
 	@for m in $(MODULES); do (cd $$m && $(GO) test -race -shuffle=on ./...) || exit 1; done
+
+lint: ## staticcheck every module
+	@for m in $(MODULES); do (cd $$m && $(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...) || exit 1; done
 
 fuzz: ## fuzz the entry decoder and key derivation for 30s each
 	$(GO) test -fuzz FuzzDecode -fuzztime 30s ./internal/entry

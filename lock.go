@@ -46,7 +46,7 @@ func (c *Cache[K, V]) lockAndLoad(ctx context.Context, k string, key K, load Loa
 		if err := sleep(ctx, min(bo.Next(), left)); err != nil {
 			return &outcome[V]{err: err} // LoadTimeout ended the wait
 		}
-		r, err, st := c.read(ctx, k)
+		r, st, err := c.read(ctx, k)
 		switch st {
 		case hit:
 			r.Source = SourceLockWait
@@ -66,7 +66,7 @@ func (c *Cache[K, V]) lockAndLoad(ctx context.Context, k string, key K, load Loa
 // load. The lock is released after the write, whatever happens.
 func (c *Cache[K, V]) loadLocked(ctx context.Context, k string, key K, load Loader[K, V], lk string, token []byte) *outcome[V] {
 	defer c.release(ctx, lk, token)
-	if r, err, st := c.read(ctx, k); st == hit {
+	if r, st, err := c.read(ctx, k); st == hit {
 		return &outcome[V]{result: r, err: err}
 	}
 	return c.loadAndStore(ctx, k, key, load)

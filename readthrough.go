@@ -181,7 +181,7 @@ func (c *Cache[K, V]) Fetch(ctx context.Context, key K, load Loader[K, V]) (Resu
 		return Result[V]{}, errNilLoader
 	}
 	k := c.Key(key)
-	r, err, st := c.read(ctx, k)
+	r, st, err := c.read(ctx, k)
 	switch st {
 	case hit:
 		if err != nil {
@@ -268,7 +268,7 @@ func (c *Cache[K, V]) flight(callerCtx context.Context, k string, key K, load Lo
 // loadAndStore calls load and writes its answer back.
 func (c *Cache[K, V]) loadAndStore(ctx context.Context, k string, key K, load Loader[K, V]) *outcome[V] {
 	c.stats.loads.Add(1)
-	v, err, p := callLoader(ctx, key, load)
+	v, p, err := callLoader(ctx, key, load)
 	if p != nil {
 		c.stats.loadErrors.Add(1)
 		c.log.Error("readthrough: loader panicked", "key", k, "panic", p.value, "stack", string(p.stack))
@@ -301,14 +301,14 @@ type loaderPanic struct {
 	stack []byte
 }
 
-func callLoader[K comparable, V any](ctx context.Context, key K, load Loader[K, V]) (v V, err error, p *loaderPanic) {
+func callLoader[K comparable, V any](ctx context.Context, key K, load Loader[K, V]) (v V, p *loaderPanic, err error) {
 	defer func() {
 		if r := recover(); r != nil {
 			p = &loaderPanic{value: r, stack: debug.Stack()}
 		}
 	}()
 	v, err = load(ctx, key)
-	return v, err, nil
+	return v, nil, err
 }
 
 // write stores an entry under k, detached from ctx's cancellation so a
@@ -348,7 +348,7 @@ const (
 
 // read looks k up and decodes what it finds. Store errors are counted and
 // logged here; callers decide whether to fall back.
-func (c *Cache[K, V]) read(ctx context.Context, k string) (Result[V], error, status) {
+func (c *Cache[K, V]) read(ctx context.Context, k string) (Result[V], status, error) {
 	sctx, cancel := c.storeCtx(ctx)
 	b, ok, err := c.store.Get(sctx, k)
 	cancel()
@@ -356,30 +356,30 @@ func (c *Cache[K, V]) read(ctx context.Context, k string) (Result[V], error, sta
 		if ctx.Err() == nil {
 			c.storeError("get", k, err)
 		}
-		return Result[V]{}, err, failed
+		return Result[V]{}, failed, err
 	}
 	if !ok {
-		return Result[V]{}, nil, miss
+		return Result[V]{}, miss, nil
 	}
 	e, err := entry.Decode(b)
 	if err != nil || e.Type != c.typ {
 		c.stats.decodeErrors.Add(1)
-		return Result[V]{}, nil, miss
+		return Result[V]{}, miss, nil
 	}
 	now := time.Now()
 	if !e.Fresh(now) {
-		return Result[V]{}, nil, miss
+		return Result[V]{}, miss, nil
 	}
 	r := Result[V]{Source: SourceCache, Age: now.Sub(e.WrittenAt), Expires: e.FreshUntil}
 	if e.Kind == entry.NotFound {
-		return r, ErrNotFound, hit
+		return r, hit, ErrNotFound
 	}
 	r.Value, err = c.cfg.Codec.Unmarshal(e.Payload)
 	if err != nil {
 		c.stats.decodeErrors.Add(1)
-		return Result[V]{}, nil, miss
+		return Result[V]{}, miss, nil
 	}
-	return r, nil, hit
+	return r, hit, nil
 }
 
 // storeCtx bounds a store call made on a caller's behalf by StoreTimeout,

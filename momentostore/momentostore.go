@@ -98,7 +98,10 @@ func Open(ctx context.Context, cacheName string, loggerFactory logger.MomentoLog
 	if os.Getenv("MOMENTO_ENDPOINT") != "" {
 		creds, err = auth.FromEnvironmentVariablesV2()
 	} else {
-		creds, err = auth.FromEnvironmentVariable("MOMENTO_API_KEY")
+		// A legacy key carries its endpoint; the SDK deprecates the call
+		// but such keys are still issued and in use.
+		creds, err = auth.FromEnvironmentVariable("MOMENTO_API_KEY") //lint:ignore SA1019 legacy keys
+
 	}
 	if err != nil {
 		return nil, fmt.Errorf("momentostore: credentials from MOMENTO_API_KEY: %w", err)

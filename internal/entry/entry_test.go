@@ -62,7 +62,7 @@ func TestTypeOfDistinguishesTypes(t *testing.T) {
 	if TypeOf[product]() == TypeOf[user]() {
 		t.Fatal("two named types share a fingerprint")
 	}
-	if TypeOf[product]() != TypeOf[product]() {
+	if a, b := TypeOf[product](), TypeOf[product](); a != b {
 		t.Fatal("fingerprint is not stable")
 	}
 	if TypeOf[[]byte]() == TypeOf[string]() {
