@@ -2,7 +2,7 @@
 # not on every module proxy (see test-momento).
 MODULES := . redisstore examples
 GO ?= go
-STATICCHECK ?= 2026.2.2
+STATICCHECK ?= v0.8.2
 
 .PHONY: help test fmt-check vet unit lint fuzz demo test-momento
 
