@@ -269,3 +269,53 @@ func TestCachedProductsServesRepeatsFromCache(t *testing.T) {
 		t.Fatalf("%d database queries for 10 reads of 2 ids, want 2", db.calls)
 	}
 }
+
+// Set writes through after an update; Delete makes the next read load.
+func ExampleCache_Set() {
+	ctx := context.Background()
+	c, _ := readthrough.New[int, Product](memstore.New(), nil)
+	_ = c.Set(ctx, 1, Product{ID: 1, Name: "renamed widget"}) // after UPDATE products ...
+	p, _ := c.GetOrLoad(ctx, 1, func(ctx context.Context, id int) (Product, error) {
+		return Product{}, errors.New("not called: the value is cached")
+	})
+	fmt.Println(p.Name)
+
+	_ = c.Delete(ctx, 1) // after DELETE FROM products ...
+	_, err := c.GetOrLoad(ctx, 1, func(ctx context.Context, id int) (Product, error) {
+		return Product{}, readthrough.ErrNotFound
+	})
+	fmt.Println(err)
+	// Output:
+	// renamed widget
+	// readthrough: not found
+}
+
+// A caller whose context ends returns at once; the load it started goes on
+// for the others and is still cached.
+func Example_cancellation() {
+	c, _ := readthrough.New[string, string](memstore.New(), nil)
+	started := make(chan struct{})
+	finish := make(chan struct{})
+	slow := func(ctx context.Context, k string) (string, error) {
+		close(started)
+		<-finish // the upstream takes its time
+		return "ready", nil
+	}
+
+	ctx, cancel := context.WithCancel(context.Background())
+	left := make(chan error)
+	go func() {
+		_, err := c.GetOrLoad(ctx, "report", slow)
+		left <- err
+	}()
+	<-started
+	cancel()
+	fmt.Println("impatient caller:", <-left)
+
+	close(finish)
+	v, err := c.GetOrLoad(context.Background(), "report", slow) // joins or hits; never loads again
+	fmt.Println("next caller:", v, err, "loads:", c.Stats().Loads)
+	// Output:
+	// impatient caller: context canceled
+	// next caller: ready <nil> loads: 1
+}
