@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,4 +112,47 @@ func freePort() (int, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartCluster starts n cluster-enabled servers and joins them into one
+// cluster with no replicas (redis-cli --cluster create). It returns their
+// addresses once the cluster reports ok.
+func StartCluster(t testing.TB, n int) []string {
+	t.Helper()
+	if _, err := exec.LookPath("redis-cli"); err != nil {
+		if os.Getenv(RequireEnv) == "1" {
+			t.Fatalf("redis-cli not found and %s=1: %v", RequireEnv, err)
+		}
+		t.Skipf("redis-cli not installed; skipping: %v", err)
+	}
+	addrs := make([]string, n)
+	for i := range addrs {
+		addrs[i] = Start(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000").Addr
+	}
+	args := append([]string{"--cluster", "create"}, addrs...)
+	args = append(args, "--cluster-replicas", "0", "--cluster-yes")
+	if out, err := exec.Command("redis-cli", args...).CombinedOutput(); err != nil {
+		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer c.Close()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ok := true
+		for _, a := range addrs {
+			node := redis.NewClient(&redis.Options{Addr: a})
+			info, err := node.ClusterInfo(context.Background()).Result()
+			node.Close()
+			if err != nil || !strings.Contains(info, "cluster_state:ok") {
+				ok = false
+			}
+		}
+		if ok {
+			return addrs
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("cluster not ok after 20s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
