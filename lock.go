@@ -12,7 +12,7 @@ import (
 
 // lockAndLoad is a flight with the distributed lock: take the key's lock
 // and load, or wait for the process that holds it.
-func (c *Cache[K, V]) lockAndLoad(ctx context.Context, k string, key K, load Loader[K, V]) *outcome[V] {
+func (c *Cache[K, V]) lockAndLoad(ctx context.Context, k string, key K, load Loader[K, V], fallback *found[V]) *outcome[V] {
 	lk := lockKey(k)
 	token := newToken()
 	deadline := time.Now().Add(c.cfg.Lock.MaxWait)
@@ -24,10 +24,10 @@ func (c *Cache[K, V]) lockAndLoad(ctx context.Context, k string, key K, load Loa
 			if ctx.Err() != nil {
 				return &outcome[V]{err: ctx.Err()}
 			}
-			return c.loadAndStore(ctx, k, key, load) // fail open: no lock
+			return c.loadAndStore(ctx, k, key, load, fallback) // fail open: no lock
 		}
 		if won {
-			o := c.loadLocked(ctx, k, key, load, lk, token)
+			o := c.loadLocked(ctx, k, key, load, lk, token, fallback)
 			if waited && o.result.Source == SourceCache {
 				o.result.Source = SourceLockWait
 			}
@@ -41,21 +41,20 @@ func (c *Cache[K, V]) lockAndLoad(ctx context.Context, k string, key K, load Loa
 		left := time.Until(deadline)
 		if left <= 0 {
 			c.stats.lockTimeouts.Add(1)
-			return c.loadAndStore(ctx, k, key, load)
+			return c.loadAndStore(ctx, k, key, load, fallback)
 		}
 		if err := sleep(ctx, min(bo.Next(), left)); err != nil {
 			return &outcome[V]{err: err} // LoadTimeout ended the wait
 		}
-		r, st, err := c.read(ctx, k)
+		f, st, _ := c.read(ctx, k)
 		switch st {
 		case hit:
-			r.Source = SourceLockWait
-			return &outcome[V]{result: r, err: err}
+			return f.outcome(SourceLockWait)
 		case failed:
 			if ctx.Err() != nil {
 				return &outcome[V]{err: ctx.Err()}
 			}
-			return c.loadAndStore(ctx, k, key, load)
+			return c.loadAndStore(ctx, k, key, load, fallback)
 		}
 		// Still nothing: loop to take the lock if its holder is gone.
 	}
@@ -64,21 +63,34 @@ func (c *Cache[K, V]) lockAndLoad(ctx context.Context, k string, key K, load Loa
 // loadLocked runs under the lock: re-check the store, since the previous
 // holder may have written the value just before we took the lock, then
 // load. The lock is released after the write, whatever happens.
-func (c *Cache[K, V]) loadLocked(ctx context.Context, k string, key K, load Loader[K, V], lk string, token []byte) *outcome[V] {
+func (c *Cache[K, V]) loadLocked(ctx context.Context, k string, key K, load Loader[K, V], lk string, token []byte, fallback *found[V]) *outcome[V] {
 	defer c.release(ctx, lk, token)
-	if r, st, err := c.read(ctx, k); st == hit {
-		return &outcome[V]{result: r, err: err}
+	if f, st, _ := c.read(ctx, k); st == hit {
+		return f.outcome(SourceCache)
 	}
-	return c.loadAndStore(ctx, k, key, load)
+	return c.loadAndStore(ctx, k, key, load, fallback)
+}
+
+// outcome makes a fresh entry found by a flight its outcome.
+func (f *found[V]) outcome(src Source) *outcome[V] {
+	o := &outcome[V]{result: f.Result}
+	if f.notFound {
+		o.err = ErrNotFound
+	}
+	if o.result.Source != SourceStale { // a re-armed value stays marked stale
+		o.result.Source = src
+	}
+	return o
 }
 
 func (c *Cache[K, V]) acquire(ctx context.Context, lk string, token []byte) (bool, error) {
+	if !c.allowStore() {
+		return false, errStoreSkipped
+	}
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
 	won, err := c.store.SetIfAbsent(sctx, lk, token, c.cfg.Lock.TTL)
-	if err != nil && ctx.Err() == nil {
-		c.storeError("lock", lk, err)
-	}
+	c.storeDone(ctx, "lock", lk, err)
 	return won, err
 }
 
@@ -86,21 +98,20 @@ func (c *Cache[K, V]) acquire(ctx context.Context, lk string, token []byte) (boo
 // store can compare-and-delete, so a lock that expired and was taken by
 // another process is left alone.
 func (c *Cache[K, V]) release(ctx context.Context, lk string, token []byte) {
+	if !c.allowStore() {
+		return // the lock's TTL frees it
+	}
 	sctx, cancel := c.detachedStoreCtx(ctx)
 	defer cancel()
 	if c.cad != nil {
 		_, err := c.cad.CompareAndDelete(sctx, lk, token)
-		if err == nil {
-			return
-		}
 		if !errors.Is(err, errors.ErrUnsupported) {
-			c.storeError("unlock", lk, err)
+			c.storeDone(context.Background(), "unlock", lk, err) // detached: no caller to leave
 			return
 		}
 	}
-	if err := c.store.Delete(sctx, lk); err != nil {
-		c.storeError("unlock", lk, err)
-	}
+	err := c.store.Delete(sctx, lk)
+	c.storeDone(context.Background(), "unlock", lk, err) // detached: no caller to leave
 }
 
 // newToken returns a lock token unique to this flight.

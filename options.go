@@ -4,18 +4,22 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"time"
 )
 
 // Defaults for zero [Options] and [LockOptions] fields.
 const (
-	DefaultTTL             = 5 * time.Minute
-	DefaultStoreTimeout    = time.Second
-	DefaultLoadTimeout     = 30 * time.Second
-	DefaultLockTTL         = 5 * time.Second
-	DefaultPollInterval    = 2 * time.Millisecond
-	DefaultMaxPollInterval = 25 * time.Millisecond
+	DefaultTTL              = 5 * time.Minute
+	DefaultStoreTimeout     = time.Second
+	DefaultLoadTimeout      = 30 * time.Second
+	DefaultLockTTL          = 5 * time.Second
+	DefaultPollInterval     = 2 * time.Millisecond
+	DefaultMaxPollInterval  = 25 * time.Millisecond
+	DefaultFailSafeThrottle = 10 * time.Second
+	DefaultBreakerCoolDown  = 5 * time.Second
+	DefaultMaxRefreshes     = 64
 )
 
 // ErrInvalidOptions is wrapped by every error [New] returns for options it
@@ -73,6 +77,70 @@ type Options[K comparable, V any] struct {
 	// Lock configures the distributed lock that keeps processes sharing a
 	// store from loading the same key at once.
 	Lock LockOptions
+
+	// The options below keep callers fast and served when the upstream is
+	// slow or down. All are off at their zero value.
+
+	// StaleWhileRevalidate keeps an entry servable for this long after its
+	// TTL: a call in that window gets the stale value at once
+	// ([SourceStale]) and starts one background refresh for the key (one
+	// per process, and one across processes through the lock: a refresh
+	// that finds the lock taken skips).
+	StaleWhileRevalidate time.Duration
+
+	// EarlyRefresh is XFetch's β: with β > 0 a fresh hit starts a
+	// background refresh before expiry with probability rising as expiry
+	// nears, sooner for values that were slow to load (Vattani et al.,
+	// VLDB 2015: refresh when now − Δ·β·ln(rand()) ≥ expiry, Δ the last
+	// load's duration). 1 is the paper's choice; above 1 refreshes earlier.
+	// Hot keys then never expire under load, with no coordination.
+	EarlyRefresh float64
+
+	// FailSafe serves an expired value when its reload fails.
+	FailSafe FailSafeOptions
+
+	// SoftLoadTimeout, when a stale value is at hand (see FailSafe and
+	// StaleWhileRevalidate), returns it after this long instead of waiting
+	// for a slow load; the load goes on in the background and updates the
+	// cache. LoadTimeout stays the hard limit.
+	SoftLoadTimeout time.Duration
+
+	// Breaker skips the store after repeated failures.
+	Breaker BreakerOptions
+
+	// MaxRefreshes bounds the background refreshes running at once; a
+	// refresh beyond it is skipped (counted). Default 64.
+	MaxRefreshes int
+}
+
+// FailSafeOptions configures fail-safe: when a load fails (an error, a
+// timeout, a panic) and the key's expired value is at most MaxStale past
+// its TTL, callers get that value with a nil error ([SourceStale]), and
+// the value is re-armed as fresh for Throttle, so a failing upstream is
+// not called on every request. A not-found from the loader is an answer,
+// not a failure: it replaces the value as usual.
+type FailSafeOptions struct {
+	// MaxStale is how long after its TTL a value may still be served by
+	// fail-safe. Zero turns fail-safe off.
+	MaxStale time.Duration
+
+	// Throttle is how long a re-armed value is served before the upstream
+	// is tried again. Default 10s.
+	Throttle time.Duration
+}
+
+// BreakerOptions configures the store circuit breaker: after Failures
+// store errors in a row, the cache skips the store for CoolDown (the
+// loader serves every call, counted in [Stats].StoreSkips), then lets one
+// call probe it. An outage then costs one StoreTimeout per cool-down,
+// not one per call.
+type BreakerOptions struct {
+	// Failures is how many consecutive store errors open the breaker.
+	// Zero turns the breaker off.
+	Failures int
+
+	// CoolDown is how long the store is skipped. Default 5s.
+	CoolDown time.Duration
 }
 
 // LockOptions configures the distributed lock taken on a miss.
@@ -107,6 +175,12 @@ type LockOptions struct {
 type config[K comparable, V any] struct {
 	Options[K, V]
 	limits Limits
+}
+
+// staleWindow is how long past its TTL a value is kept in the store, for
+// stale-while-revalidate or fail-safe.
+func (c *config[K, V]) staleWindow() time.Duration {
+	return max(c.StaleWhileRevalidate, c.FailSafe.MaxStale)
 }
 
 func newConfig[K comparable, V any](store Store, opts *Options[K, V]) (*config[K, V], error) {
@@ -144,6 +218,15 @@ func newConfig[K comparable, V any](store Store, opts *Options[K, V]) (*config[K
 	}
 	if o.Lock.MaxWait == 0 {
 		o.Lock.MaxWait = o.Lock.TTL
+	}
+	if o.FailSafe.Throttle == 0 {
+		o.FailSafe.Throttle = DefaultFailSafeThrottle
+	}
+	if o.Breaker.CoolDown == 0 {
+		o.Breaker.CoolDown = DefaultBreakerCoolDown
+	}
+	if o.MaxRefreshes == 0 {
+		o.MaxRefreshes = DefaultMaxRefreshes
 	}
 	if o.Codec == nil {
 		o.Codec = defaultCodec[V]()
@@ -183,10 +266,24 @@ func (c *config[K, V]) validate() error {
 		{"Lock.PollInterval", o.Lock.PollInterval},
 		{"Lock.MaxPollInterval", o.Lock.MaxPollInterval},
 		{"Lock.MaxWait", o.Lock.MaxWait},
+		{"StaleWhileRevalidate", o.StaleWhileRevalidate},
+		{"FailSafe.MaxStale", o.FailSafe.MaxStale},
+		{"FailSafe.Throttle", o.FailSafe.Throttle},
+		{"SoftLoadTimeout", o.SoftLoadTimeout},
+		{"Breaker.CoolDown", o.Breaker.CoolDown},
 	} {
 		if d.v < 0 {
 			return fmt.Errorf("%w: %s is negative (%v)", ErrInvalidOptions, d.name, d.v)
 		}
+	}
+	if o.EarlyRefresh < 0 || math.IsNaN(o.EarlyRefresh) || math.IsInf(o.EarlyRefresh, 0) {
+		return fmt.Errorf("%w: EarlyRefresh must be a finite β >= 0 (got %v)", ErrInvalidOptions, o.EarlyRefresh)
+	}
+	if o.Breaker.Failures < 0 {
+		return fmt.Errorf("%w: Breaker.Failures is negative (%d)", ErrInvalidOptions, o.Breaker.Failures)
+	}
+	if o.MaxRefreshes < 0 {
+		return fmt.Errorf("%w: MaxRefreshes is negative (%d)", ErrInvalidOptions, o.MaxRefreshes)
 	}
 	if o.Lock.MaxPollInterval > 0 && o.Lock.PollInterval > o.Lock.MaxPollInterval {
 		return fmt.Errorf("%w: Lock.PollInterval (%v) is above Lock.MaxPollInterval (%v)",
@@ -205,7 +302,7 @@ func (c *config[K, V]) validateLimits() error {
 		name string
 		v    time.Duration
 	}
-	checks := []check{{"TTL+TTLJitter", o.TTL + o.TTLJitter}, {"Lock.TTL", o.Lock.TTL}}
+	checks := []check{{"TTL+TTLJitter+stale window", o.TTL + o.TTLJitter + c.staleWindow()}, {"Lock.TTL", o.Lock.TTL}}
 	if o.NegativeTTL > 0 {
 		checks = append(checks, check{"NegativeTTL+TTLJitter", o.NegativeTTL + o.TTLJitter})
 	}

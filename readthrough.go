@@ -59,9 +59,11 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
+	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/readthrough-go/readthrough/internal/breaker"
 	"github.com/readthrough-go/readthrough/internal/entry"
 	"golang.org/x/sync/singleflight"
 )
@@ -91,6 +93,9 @@ const (
 	// SourceLockWait: this call waited on another process's lock, then
 	// read that process's result from the store.
 	SourceLockWait
+	// SourceStale: an expired value, served by stale-while-revalidate,
+	// by fail-safe after a failed load, or after SoftLoadTimeout.
+	SourceStale
 )
 
 func (s Source) String() string {
@@ -103,6 +108,8 @@ func (s Source) String() string {
 		return "shared"
 	case SourceLockWait:
 		return "lock-wait"
+	case SourceStale:
+		return "stale"
 	}
 	return fmt.Sprintf("Source(%d)", int(s))
 }
@@ -131,7 +138,16 @@ type Cache[K comparable, V any] struct {
 
 	group   singleflight.Group
 	stats   counters
-	lastLog atomic.Int64 // Unix nanoseconds of the last store-error log line
+	lastLog atomic.Int64     // Unix nanoseconds of the last store-error log line
+	breaker *breaker.Breaker // nil when Options.Breaker is off
+	rand    func() float64   // for XFetch; replaced by tests
+
+	// Background refreshes (stale-while-revalidate, early refresh).
+	refreshSlots chan struct{} // bounds how many run at once
+	refreshing   sync.Map      // store key -> struct{}: one refresh per key
+	mu           sync.Mutex    // guards closed against bg.Add
+	closed       bool
+	bg           sync.WaitGroup
 }
 
 // New returns a Cache over store. A nil opts means every default. It fails
@@ -142,9 +158,19 @@ func New[K comparable, V any](store Store, opts *Options[K, V]) (*Cache[K, V], e
 	if err != nil {
 		return nil, err
 	}
-	c := &Cache[K, V]{store: store, cfg: *cfg, typ: entry.TypeOf[V](), log: cfg.Logger}
+	c := &Cache[K, V]{
+		store:        store,
+		cfg:          *cfg,
+		typ:          entry.TypeOf[V](),
+		log:          cfg.Logger,
+		rand:         rand.Float64,
+		refreshSlots: make(chan struct{}, cfg.MaxRefreshes),
+	}
 	c.cad, _ = store.(CompareAndDeleter)
 	_, c.local = store.(NonBlocking)
+	if cfg.Breaker.Failures > 0 {
+		c.breaker = breaker.New(cfg.Breaker.Failures, cfg.Breaker.CoolDown)
+	}
 	return c, nil
 }
 
@@ -181,15 +207,29 @@ func (c *Cache[K, V]) Fetch(ctx context.Context, key K, load Loader[K, V]) (Resu
 		return Result[V]{}, errNilLoader
 	}
 	k := c.Key(key)
-	r, st, err := c.read(ctx, k)
+	f, st, _ := c.read(ctx, k)
+	var fallback *found[V] // an expired value fail-safe may serve
 	switch st {
 	case hit:
-		if err != nil {
+		if f.notFound {
 			c.stats.negativeHits.Add(1)
-		} else {
-			c.stats.hits.Add(1)
+			return f.Result, ErrNotFound
 		}
-		return r, err
+		c.stats.hits.Add(1)
+		if f.Source == SourceStale {
+			c.stats.failSafeHits.Add(1) // a re-armed value
+		} else if c.cfg.EarlyRefresh > 0 && c.refreshEarly(f.delta, f.freshUntil) {
+			c.refreshAsync(ctx, k, key, load, f.entry.WrittenAt)
+		}
+		return f.Result, nil
+	case stale:
+		if time.Now().Before(f.freshUntil.Add(c.cfg.StaleWhileRevalidate)) {
+			c.stats.staleHits.Add(1)
+			c.refreshAsync(ctx, k, key, load, f.entry.WrittenAt)
+			return f.Result, nil
+		}
+		fb := f // a copy, so f itself stays on the stack on the hit path
+		fallback = &fb
 	case failed:
 		// A done ctx: the caller has left. Any other store error falls
 		// through to the loader.
@@ -202,11 +242,21 @@ func (c *Cache[K, V]) Fetch(ctx context.Context, key K, load Loader[K, V]) (Resu
 	leader := false
 	ch := c.group.DoChan(k, func() (any, error) {
 		leader = true
-		return c.flight(ctx, k, key, load), nil
+		return c.flight(ctx, k, key, load, fallback), nil
 	})
+	var soft <-chan time.Time
+	if fallback != nil && c.cfg.SoftLoadTimeout > 0 {
+		t := time.NewTimer(c.cfg.SoftLoadTimeout)
+		defer t.Stop()
+		soft = t.C
+	}
 	select {
 	case res := <-ch:
 		o := res.Val.(*outcome[V])
+		if fallback != nil && o.failed() {
+			c.stats.failSafeHits.Add(1)
+			return fallback.Result, nil
+		}
 		if o.panicked {
 			panic(o.panicValue)
 		}
@@ -216,6 +266,10 @@ func (c *Cache[K, V]) Fetch(ctx context.Context, key K, load Loader[K, V]) (Resu
 			c.stats.shared.Add(1)
 		}
 		return r, o.err
+	case <-soft:
+		// The load goes on, and caches its result when it lands.
+		c.stats.staleHits.Add(1)
+		return fallback.Result, nil
 	case <-ctx.Done():
 		return Result[V]{}, ctx.Err()
 	}
@@ -229,20 +283,22 @@ func (c *Cache[K, V]) Set(ctx context.Context, key K, value V) error {
 	if err != nil {
 		return fmt.Errorf("readthrough: encode: %w", err)
 	}
-	_, err = c.write(ctx, c.Key(key), entry.Value, payload, c.cfg.TTL)
+	_, err = c.write(ctx, c.Key(key), entry.Value, payload, 0)
 	return err
 }
 
 // Delete removes key's entry, value or not-found, so the next call loads.
 // A load already in flight may still write its result afterwards.
 func (c *Cache[K, V]) Delete(ctx context.Context, key K) error {
+	if !c.allowStore() {
+		return errStoreSkipped
+	}
+	k := c.Key(key)
 	sctx, cancel := c.storeCtx(ctx)
 	defer cancel()
-	if err := c.store.Delete(sctx, c.Key(key)); err != nil {
-		c.storeError("delete", c.Key(key), err)
-		return err
-	}
-	return nil
+	err := c.store.Delete(sctx, k)
+	c.storeDone(ctx, "delete", k, err)
+	return err
 }
 
 // outcome is what a flight hands to every caller that waited on it.
@@ -253,25 +309,38 @@ type outcome[V any] struct {
 	panicValue any
 }
 
+// failed reports whether the load failed: a panic, or an error that is not
+// a not-found (a not-found is an answer).
+func (o *outcome[V]) failed() bool {
+	return o.panicked || o.err != nil && !errors.Is(o.err, ErrNotFound)
+}
+
 // flight runs one shared load for store key k. It runs in a goroutine of
 // singleflight's, so it must not panic: a loader panic is captured into
 // the outcome and re-raised by each caller.
-func (c *Cache[K, V]) flight(callerCtx context.Context, k string, key K, load Loader[K, V]) *outcome[V] {
+//
+// fallback, when not nil, is the expired value the leader found: if the
+// load fails, fail-safe re-arms it in the store.
+func (c *Cache[K, V]) flight(callerCtx context.Context, k string, key K, load Loader[K, V], fallback *found[V]) *outcome[V] {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(callerCtx), c.cfg.LoadTimeout)
 	defer cancel()
 	if c.cfg.Lock.Disabled {
-		return c.loadAndStore(ctx, k, key, load)
+		return c.loadAndStore(ctx, k, key, load, fallback)
 	}
-	return c.lockAndLoad(ctx, k, key, load)
+	return c.lockAndLoad(ctx, k, key, load, fallback)
 }
 
-// loadAndStore calls load and writes its answer back.
-func (c *Cache[K, V]) loadAndStore(ctx context.Context, k string, key K, load Loader[K, V]) *outcome[V] {
+// loadAndStore calls load and writes its answer back. If the load fails
+// and fallback is set, fail-safe re-arms the fallback instead.
+func (c *Cache[K, V]) loadAndStore(ctx context.Context, k string, key K, load Loader[K, V], fallback *found[V]) *outcome[V] {
 	c.stats.loads.Add(1)
+	start := time.Now()
 	v, p, err := callLoader(ctx, key, load)
+	took := time.Since(start)
 	if p != nil {
 		c.stats.loadErrors.Add(1)
 		c.log.Error("readthrough: loader panicked", "key", k, "panic", p.value, "stack", string(p.stack))
+		c.rearm(ctx, k, fallback)
 		return &outcome[V]{panicked: true, panicValue: p.value}
 	}
 	o := &outcome[V]{result: Result[V]{Value: v, Source: SourceLoader}}
@@ -283,15 +352,16 @@ func (c *Cache[K, V]) loadAndStore(ctx context.Context, k string, key K, load Lo
 			c.log.Error("readthrough: encode failed; value not cached", "key", k, "err", merr)
 			return o
 		}
-		o.result.Expires, _ = c.write(ctx, k, entry.Value, payload, c.cfg.TTL)
+		o.result.Expires, _ = c.write(ctx, k, entry.Value, payload, took)
 	case c.isNotFound(err):
 		o.err = notFound(err)
 		if c.cfg.NegativeTTL > 0 {
-			o.result.Expires, _ = c.write(ctx, k, entry.NotFound, nil, c.cfg.NegativeTTL)
+			o.result.Expires, _ = c.write(ctx, k, entry.NotFound, nil, took)
 		}
 	default:
 		c.stats.loadErrors.Add(1)
 		o.err = err
+		c.rearm(ctx, k, fallback)
 	}
 	return o
 }
@@ -311,75 +381,165 @@ func callLoader[K comparable, V any](ctx context.Context, key K, load Loader[K, 
 	return v, nil, err
 }
 
-// write stores an entry under k, detached from ctx's cancellation so a
-// value whose callers all left is still cached. It returns when the entry
-// expires, or the zero time if it was not stored.
-func (c *Cache[K, V]) write(ctx context.Context, k string, kind entry.Kind, payload []byte, ttl time.Duration) (time.Time, error) {
-	if j := c.cfg.TTLJitter; j > 0 {
-		ttl += rand.N(j)
+// write stores a loaded entry under k: a value fresh for TTL and kept for
+// the stale window after it, or a not-found fresh for NegativeTTL. took is
+// the load's duration, recorded for early refresh. It returns when the
+// entry stops being fresh, or the zero time if it was not stored.
+func (c *Cache[K, V]) write(ctx context.Context, k string, kind entry.Kind, payload []byte, took time.Duration) (time.Time, error) {
+	fresh, keep := c.cfg.TTL, c.cfg.staleWindow()
+	if kind == entry.NotFound {
+		fresh, keep = c.cfg.NegativeTTL, 0 // a not-found is never served stale
 	}
+	if j := c.cfg.TTLJitter; j > 0 {
+		fresh += rand.N(j)
+	}
+	fresh = c.roundTTL(fresh)
+	now := time.Now()
+	e := entry.Entry{Kind: kind, Type: c.typ, WrittenAt: now, FreshUntil: now.Add(fresh), Payload: payload}
+	if took > 0 {
+		e.Ext = entry.AppendInt64(e.Ext, entry.ExtLoadDuration, int64(took))
+	}
+	if keep > 0 {
+		keep = c.roundTTL(keep)
+		e.Ext = entry.AppendInt64(e.Ext, entry.ExtStaleUntil, now.Add(fresh+keep).UnixNano())
+	}
+	if err := c.put(ctx, k, entry.Encode(e), fresh+keep); err != nil {
+		return time.Time{}, err
+	}
+	return e.FreshUntil, nil
+}
+
+// rearm is fail-safe after a failed load: the expired value is written back
+// as fresh for FailSafe.Throttle (never past its fail-safe window), so
+// callers are served and the upstream rests.
+func (c *Cache[K, V]) rearm(ctx context.Context, k string, fb *found[V]) {
+	if fb == nil || c.cfg.FailSafe.MaxStale <= 0 {
+		return
+	}
+	now := time.Now()
+	end := fb.fallbackEnd(c.cfg.FailSafe.MaxStale)
+	if !now.Before(end) {
+		return
+	}
+	e := fb.entry
+	e.FreshUntil = earliest(now.Add(c.cfg.FailSafe.Throttle), end)
+	e.Ext = entry.AppendInt64(nil, entry.ExtStaleUntil, end.UnixNano())
+	e.Ext = entry.AppendByte(e.Ext, entry.ExtFlags, entry.FlagRearmed)
+	if d := fb.delta; d > 0 {
+		e.Ext = entry.AppendInt64(e.Ext, entry.ExtLoadDuration, int64(d))
+	}
+	_ = c.put(ctx, k, entry.Encode(e), c.roundTTL(end.Sub(now)))
+}
+
+func (c *Cache[K, V]) roundTTL(ttl time.Duration) time.Duration {
 	if g := c.cfg.limits.TTLGranularity; g > 0 {
 		ttl = (ttl + g - 1) / g * g
 	}
-	now := time.Now()
-	b := entry.Encode(entry.Entry{Kind: kind, Type: c.typ, WrittenAt: now, FreshUntil: now.Add(ttl), Payload: payload})
+	return ttl
+}
+
+// put writes encoded bytes, detached from ctx's cancellation so a value
+// whose callers all left is still cached.
+func (c *Cache[K, V]) put(ctx context.Context, k string, b []byte, ttl time.Duration) error {
 	if max := c.cfg.limits.MaxValueSize; max > 0 && len(b) > max {
 		c.stats.oversize.Add(1)
 		c.logStore("readthrough: entry larger than the store accepts; not cached", "key", k, "size", len(b), "max", max)
-		return time.Time{}, fmt.Errorf("readthrough: entry of %d bytes is above the store's limit of %d", len(b), max)
+		return fmt.Errorf("readthrough: entry of %d bytes is above the store's limit of %d", len(b), max)
+	}
+	if !c.allowStore() {
+		return errStoreSkipped
 	}
 	sctx, cancel := c.detachedStoreCtx(ctx)
 	defer cancel()
-	if err := c.store.Set(sctx, k, b, ttl); err != nil {
-		c.storeError("set", k, err)
-		return time.Time{}, err
-	}
-	return now.Add(ttl), nil
+	err := c.store.Set(sctx, k, b, ttl)
+	c.storeDone(context.Background(), "set", k, err) // detached: no caller to leave
+	return err
 }
 
 // status is what a read of the store found.
 type status int
 
 const (
-	miss   status = iota // nothing usable: absent, expired, corrupt
-	hit                  // a fresh value, or a fresh not-found (err matches ErrNotFound)
-	failed               // the store failed or ctx ended: err says which
+	miss   status = iota // nothing usable: absent, expired past every window, corrupt
+	hit                  // a fresh value, or a fresh not-found
+	stale                // an expired value still within its stale window
+	failed               // the store failed, was skipped, or ctx ended: err says which
 )
+
+// found is a decoded entry: the Result a caller may get, and what the
+// cache needs to refresh or re-arm it.
+type found[V any] struct {
+	Result[V]
+	notFound   bool
+	freshUntil time.Time
+	staleUntil time.Time     // the bytes are servable (stale) until then
+	delta      time.Duration // how long the load that wrote it took
+	entry      entry.Entry   // for re-arming (payload aliases the read bytes)
+}
+
+// fallbackEnd is when the value stops being servable by fail-safe.
+func (f *found[V]) fallbackEnd(maxStale time.Duration) time.Time {
+	return earliest(f.staleUntil, f.freshUntil.Add(maxStale))
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
+}
 
 // read looks k up and decodes what it finds. Store errors are counted and
 // logged here; callers decide whether to fall back.
-func (c *Cache[K, V]) read(ctx context.Context, k string) (Result[V], status, error) {
+func (c *Cache[K, V]) read(ctx context.Context, k string) (found[V], status, error) {
+	if !c.allowStore() {
+		return found[V]{}, failed, errStoreSkipped
+	}
 	sctx, cancel := c.storeCtx(ctx)
 	b, ok, err := c.store.Get(sctx, k)
 	cancel()
 	if err != nil {
-		if ctx.Err() == nil {
-			c.storeError("get", k, err)
-		}
-		return Result[V]{}, failed, err
+		c.storeDone(ctx, "get", k, err)
+		return found[V]{}, failed, err
 	}
+	c.storeDone(ctx, "get", k, nil)
 	if !ok {
-		return Result[V]{}, miss, nil
+		return found[V]{}, miss, nil
 	}
 	e, err := entry.Decode(b)
 	if err != nil || e.Type != c.typ {
 		c.stats.decodeErrors.Add(1)
-		return Result[V]{}, miss, nil
+		return found[V]{}, miss, nil
+	}
+	f := found[V]{freshUntil: e.FreshUntil, staleUntil: e.FreshUntil, entry: e}
+	if su, ok := e.Int64(entry.ExtStaleUntil); ok && su > e.FreshUntil.UnixNano() {
+		f.staleUntil = time.Unix(0, su)
 	}
 	now := time.Now()
-	if !e.Fresh(now) {
-		return Result[V]{}, miss, nil
+	fresh := e.Fresh(now)
+	if !now.Before(f.staleUntil) || !fresh && e.Kind == entry.NotFound {
+		return found[V]{}, miss, nil
 	}
-	r := Result[V]{Source: SourceCache, Age: now.Sub(e.WrittenAt), Expires: e.FreshUntil}
+	if d, ok := e.Int64(entry.ExtLoadDuration); ok {
+		f.delta = time.Duration(d)
+	}
+	f.Result = Result[V]{Source: SourceCache, Age: now.Sub(e.WrittenAt), Expires: e.FreshUntil}
 	if e.Kind == entry.NotFound {
-		return r, hit, ErrNotFound
+		f.notFound = true
+		return f, hit, nil
 	}
-	r.Value, err = c.cfg.Codec.Unmarshal(e.Payload)
-	if err != nil {
+	if f.Value, err = c.cfg.Codec.Unmarshal(e.Payload); err != nil {
 		c.stats.decodeErrors.Add(1)
-		return Result[V]{}, miss, nil
+		return found[V]{}, miss, nil
 	}
-	return r, hit, nil
+	if !fresh {
+		f.Source = SourceStale
+		return f, stale, nil
+	}
+	if e.Flags()&entry.FlagRearmed != 0 {
+		f.Source = SourceStale // fresh again only because fail-safe re-armed it
+	}
+	return f, hit, nil
 }
 
 // storeCtx bounds a store call made on a caller's behalf by StoreTimeout,
@@ -400,6 +560,38 @@ func nop() {}
 // when the flight's own context has ended.
 func (c *Cache[K, V]) detachedStoreCtx(ctx context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.WithoutCancel(ctx), c.cfg.StoreTimeout)
+}
+
+// errStoreSkipped is what a store call returns while the breaker is open.
+var errStoreSkipped = errors.New("readthrough: store skipped: circuit breaker open")
+
+// allowStore asks the breaker whether a store call may go ahead; a call it
+// allows must be reported to storeDone.
+func (c *Cache[K, V]) allowStore() bool {
+	if c.breaker.Allow() {
+		return true
+	}
+	c.stats.storeSkips.Add(1)
+	return false
+}
+
+// storeDone reports a store call's outcome: to the breaker, and as a
+// counted, rate-limited log line if it failed. ctx is the caller's: an
+// error after it ended is the caller leaving, not the store failing.
+func (c *Cache[K, V]) storeDone(ctx context.Context, op, k string, err error) {
+	switch {
+	case err == nil:
+		c.breaker.Done(breaker.Success)
+	case ctx.Err() != nil:
+		c.breaker.Done(breaker.Ignored)
+	default:
+		opened := c.breaker.Opens()
+		c.breaker.Done(breaker.Failure)
+		c.storeError(op, k, err)
+		if c.breaker.Opens() != opened {
+			c.log.Warn("readthrough: store circuit breaker open; skipping the store", "cool_down", c.cfg.Breaker.CoolDown)
+		}
+	}
 }
 
 // storeError counts a store failure and logs it, at most once every

@@ -17,11 +17,18 @@ type Stats struct {
 	DecodeErrors uint64 // stored entries that did not decode: treated as misses
 	EncodeErrors uint64 // loaded values the codec could not encode: not cached
 	Oversize     uint64 // entries above the store's MaxValueSize: not cached
+	StaleHits    uint64 // calls served an expired value: stale-while-revalidate, or SoftLoadTimeout
+	FailSafeHits uint64 // calls served an expired value because its load failed (or a re-armed one)
+	Refreshes    uint64 // background refreshes that ran the loader
+	RefreshSkips uint64 // background refreshes not started: MaxRefreshes running, or after Close
+	StoreSkips   uint64 // store calls skipped while the circuit breaker was open
+	BreakerOpens uint64 // times the circuit breaker opened
 }
 
 type counters struct {
 	hits, negativeHits, misses, loads, loadErrors, shared,
-	lockWaits, lockTimeouts, storeErrors, decodeErrors, encodeErrors, oversize atomic.Uint64
+	lockWaits, lockTimeouts, storeErrors, decodeErrors, encodeErrors, oversize,
+	staleHits, failSafeHits, refreshes, refreshSkips, storeSkips atomic.Uint64
 }
 
 // Stats returns a snapshot of the counters. Each is read atomically; the
@@ -41,5 +48,11 @@ func (c *Cache[K, V]) Stats() Stats {
 		DecodeErrors: s.decodeErrors.Load(),
 		EncodeErrors: s.encodeErrors.Load(),
 		Oversize:     s.oversize.Load(),
+		StaleHits:    s.staleHits.Load(),
+		FailSafeHits: s.failSafeHits.Load(),
+		Refreshes:    s.refreshes.Load(),
+		RefreshSkips: s.refreshSkips.Load(),
+		StoreSkips:   s.storeSkips.Load(),
+		BreakerOpens: c.breaker.Opens(),
 	}
 }

@@ -116,3 +116,62 @@ func TypeOf[T any]() uint32 {
 	h.Write([]byte(t.String()))
 	return h.Sum32()
 }
+
+// Extension tags. Each extension is a tag byte, a length byte, then that
+// many bytes; readers skip tags they do not know.
+const (
+	// ExtLoadDuration: how long the load took, int64 nanoseconds (XFetch's Δ).
+	ExtLoadDuration = 1
+	// ExtStaleUntil: until when the bytes may be served at all, stale
+	// included (stale-while-revalidate, fail-safe), Unix nanoseconds.
+	ExtStaleUntil = 2
+	// ExtFlags: one byte of flags, see FlagRearmed.
+	ExtFlags = 3
+)
+
+// FlagRearmed marks an entry written back by fail-safe: an expired value
+// made fresh again for a short while because its reload failed.
+const FlagRearmed = 1
+
+// AppendInt64 appends an extension holding v.
+func AppendInt64(ext []byte, tag byte, v int64) []byte {
+	ext = append(ext, tag, 8)
+	return binary.BigEndian.AppendUint64(ext, uint64(v))
+}
+
+// AppendByte appends an extension holding b.
+func AppendByte(ext []byte, tag, b byte) []byte {
+	return append(ext, tag, 1, b)
+}
+
+// Find returns the data of the first extension with tag, or nil.
+func Find(ext []byte, tag byte) []byte {
+	for len(ext) >= 2 {
+		t, n := ext[0], int(ext[1])
+		if 2+n > len(ext) {
+			return nil
+		}
+		if t == tag {
+			return ext[2 : 2+n]
+		}
+		ext = ext[2+n:]
+	}
+	return nil
+}
+
+// Int64 returns the int64 extension with tag, if present and well-formed.
+func (e *Entry) Int64(tag byte) (int64, bool) {
+	d := Find(e.Ext, tag)
+	if len(d) != 8 {
+		return 0, false
+	}
+	return int64(binary.BigEndian.Uint64(d)), true
+}
+
+// Flags returns the entry's flags byte, zero if absent.
+func (e *Entry) Flags() byte {
+	if d := Find(e.Ext, ExtFlags); len(d) == 1 {
+		return d[0]
+	}
+	return 0
+}

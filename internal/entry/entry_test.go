@@ -95,3 +95,32 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestExtensionFields(t *testing.T) {
+	now := time.Unix(1_700_000_000, 0)
+	var ext []byte
+	ext = AppendByte(ext, 99, 7) // an unknown tag first: skipped
+	ext = AppendInt64(ext, ExtLoadDuration, int64(250*time.Millisecond))
+	ext = AppendInt64(ext, ExtStaleUntil, now.Add(time.Hour).UnixNano())
+	ext = AppendByte(ext, ExtFlags, FlagRearmed)
+	e, err := Decode(Encode(Entry{Kind: Value, WrittenAt: now, FreshUntil: now.Add(time.Minute), Ext: ext, Payload: []byte("p")}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d, ok := e.Int64(ExtLoadDuration); !ok || time.Duration(d) != 250*time.Millisecond {
+		t.Errorf("load duration = %v, %v", time.Duration(d), ok)
+	}
+	if su, ok := e.Int64(ExtStaleUntil); !ok || su != now.Add(time.Hour).UnixNano() {
+		t.Errorf("stale until = %v, %v", su, ok)
+	}
+	if e.Flags() != FlagRearmed {
+		t.Errorf("flags = %d", e.Flags())
+	}
+	if _, ok := e.Int64(42); ok {
+		t.Error("found an absent tag")
+	}
+	// A truncated extension area yields nothing rather than garbage.
+	if Find([]byte{ExtLoadDuration, 8, 1, 2}, ExtLoadDuration) != nil {
+		t.Error("read past a truncated extension")
+	}
+}
