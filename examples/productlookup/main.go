@@ -12,6 +12,11 @@
 //
 //	go run ./examples/productlookup -redis 127.0.0.1:6379
 //
+// With -outage the catalog goes down mid-run and the service keeps
+// answering from stale entries (fail-safe):
+//
+//	go run ./examples/productlookup -outage
+//
 // With -listen it keeps serving instead: curl -i localhost:8080/products/7
 package main
 
@@ -52,6 +57,7 @@ func main() {
 		latency     = flag.Duration("latency", 80*time.Millisecond, "upstream catalog latency")
 		listen      = flag.String("listen", "", "serve on this address instead of running the demo")
 		redisAddr   = flag.String("redis", "", "use the Redis or Valkey server at this address instead of the in-memory store")
+		outage      = flag.Bool("outage", false, "take the upstream down mid-run and keep answering from stale entries (fail-safe)")
 	)
 	flag.Parse()
 
@@ -66,7 +72,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	svc, err := newService(store, catalogURL)
+	svc, err := newService(store, catalogURL, *outage)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -80,28 +86,52 @@ func main() {
 	}
 	defer stopSvc()
 
-	fmt.Printf("product lookup: %d concurrent requests per burst, upstream latency %v, store %s\n\n", *concurrency, *latency, storeName)
-	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "burst\trequests\tstatus\tupstream calls\thits\tmisses\tp50\tmax\t")
-	for _, b := range []struct {
+	fmt.Printf("product lookup: %d concurrent requests per burst, upstream latency %v, store %s\n", *concurrency, *latency, storeName)
+	type step struct {
 		name string
 		id   int
-	}{
-		{"cold id 7", 7},
-		{"repeat id 7", 7},
-		{"missing id 4040", 4040},
-		{"missing id 4040 again", 4040},
-	} {
+		do   func() // before the burst
+	}
+	steps := []step{
+		{name: "cold id 7", id: 7},
+		{name: "repeat id 7", id: 7},
+		{name: "missing id 4040", id: 4040},
+		{name: "missing id 4040 again", id: 4040},
+	}
+	if *outage {
+		fmt.Printf("outage mode: TTL %v, fail-safe for %v after it, upstream retried every %v\n", outageTTL, outageMaxStale, outageThrottle)
+		steps = []step{
+			{name: "cold id 7", id: 7},
+			{name: "upstream down, id 7 expired", id: 7, do: func() { time.Sleep(outageTTL + 100*time.Millisecond); catalog.down.Store(true) }},
+			{name: "upstream down, id 7 again", id: 7},
+			{name: "upstream down, cold id 8", id: 8},
+			{name: "upstream back, after the throttle", id: 7, do: func() { catalog.down.Store(false); time.Sleep(outageThrottle) }},
+		}
+	}
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "burst\trequests\tstatus\tupstream calls\thits\tstale\tmisses\tp50\tmax\t")
+	for _, st := range steps {
+		if st.do != nil {
+			st.do()
+		}
 		before := catalog.calls.Load()
-		r := burst(svcURL, b.id, *concurrency)
-		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%v\t%v\t\n", b.name, *concurrency, r.statuses(),
-			catalog.calls.Load()-before, r.hits, r.misses, r.p50().Round(100*time.Microsecond), r.max().Round(100*time.Microsecond))
+		r := burst(svcURL, st.id, *concurrency)
+		fmt.Fprintf(tw, "%s\t%d\t%s\t%d\t%d\t%d\t%d\t%v\t%v\t\n", st.name, *concurrency, r.statuses(),
+			catalog.calls.Load()-before, r.hits, r.stale, r.misses, r.p50().Round(100*time.Microsecond), r.max().Round(100*time.Microsecond))
 	}
 	tw.Flush()
 	st := svc.cache.Stats()
-	fmt.Printf("\ncache stats: loads %d, hits %d, negative hits %d, shared %d, store errors %d\n",
-		st.Loads, st.Hits, st.NegativeHits, st.Shared, st.StoreErrors)
+	fmt.Printf("\ncache stats: loads %d, hits %d, negative hits %d, shared %d, fail-safe %d, store errors %d\n",
+		st.Loads, st.Hits, st.NegativeHits, st.Shared, st.FailSafeHits, st.StoreErrors)
 }
+
+// The outage demo's settings: short enough to watch.
+const (
+	outageTTL      = time.Second
+	outageMaxStale = 10 * time.Minute
+	outageThrottle = 2 * time.Second
+)
 
 // openStore returns the cache's store: Redis when an address is given,
 // else in memory.
@@ -126,6 +156,7 @@ type catalog struct {
 	*http.ServeMux
 	latency time.Duration
 	calls   atomic.Int64
+	down    atomic.Bool // answer 503 to everything
 }
 
 func newCatalog(latency time.Duration) *catalog {
@@ -138,6 +169,10 @@ func newCatalog(latency time.Duration) *catalog {
 func (c *catalog) product(w http.ResponseWriter, r *http.Request) {
 	c.calls.Add(1)
 	time.Sleep(c.latency)
+	if c.down.Load() {
+		http.Error(w, "catalog unavailable", http.StatusServiceUnavailable)
+		return
+	}
 	id, err := strconv.Atoi(r.PathValue("id"))
 	if err != nil || id < 1 || id > 999 {
 		http.Error(w, "no such product", http.StatusNotFound)
@@ -156,12 +191,19 @@ type service struct {
 	mux        *http.ServeMux
 }
 
-func newService(store readthrough.Store, catalogURL string) (*service, error) {
-	cache, err := readthrough.New[int, Product](store, &readthrough.Options[int, Product]{
+func newService(store readthrough.Store, catalogURL string, failSafe bool) (*service, error) {
+	opts := &readthrough.Options[int, Product]{
 		Namespace:   "product",
 		TTL:         5 * time.Minute,
 		NegativeTTL: 30 * time.Second, // a 404 is cached briefly
-	})
+	}
+	if failSafe {
+		// When the catalog fails, serve the last good answer for up to
+		// MaxStale, retrying the catalog once per Throttle.
+		opts.TTL = outageTTL
+		opts.FailSafe = readthrough.FailSafeOptions{MaxStale: outageMaxStale, Throttle: outageThrottle}
+	}
+	cache, err := readthrough.New[int, Product](store, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -179,9 +221,12 @@ func (s *service) getProduct(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	res, err := s.cache.Fetch(r.Context(), id, s.fetchUpstream)
-	if res.Source == readthrough.SourceCache {
+	switch res.Source {
+	case readthrough.SourceCache:
 		w.Header().Set("x-cache", "hit")
-	} else {
+	case readthrough.SourceStale:
+		w.Header().Set("x-cache", "stale")
+	default:
 		w.Header().Set("x-cache", "miss")
 	}
 	switch {
@@ -222,9 +267,9 @@ func (s *service) fetchUpstream(ctx context.Context, id int) (Product, error) {
 // --- the load generator
 
 type burstResult struct {
-	codes        map[int]int
-	hits, misses int
-	latencies    []time.Duration
+	codes               map[int]int
+	hits, stale, misses int
+	latencies           []time.Duration
 }
 
 func burst(baseURL string, id, n int) *burstResult {
@@ -247,9 +292,12 @@ func burst(baseURL string, id, n int) *burstResult {
 			_, _ = io.Copy(io.Discard, resp.Body)
 			resp.Body.Close()
 			res.codes[resp.StatusCode]++
-			if resp.Header.Get("x-cache") == "hit" {
+			switch resp.Header.Get("x-cache") {
+			case "hit":
 				res.hits++
-			} else {
+			case "stale":
+				res.stale++
+			default:
 				res.misses++
 			}
 		})

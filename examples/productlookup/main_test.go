@@ -14,7 +14,7 @@ func TestBurstsCostOneUpstreamCallEach(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer stop()
-	svc, err := newService(memstore.New(), catalogURL)
+	svc, err := newService(memstore.New(), catalogURL, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,5 +43,40 @@ func TestBurstsCostOneUpstreamCallEach(t *testing.T) {
 		if r.hits != tc.hits {
 			t.Errorf("id %d: %d x-cache hits, want %d", tc.id, r.hits, tc.hits)
 		}
+	}
+}
+
+func TestOutageIsServedFromStaleEntries(t *testing.T) {
+	catalog := newCatalog(10 * time.Millisecond)
+	catalogURL, stop, err := serve("127.0.0.1:0", catalog)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	svc, err := newService(memstore.New(), catalogURL, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svcURL, stopSvc, err := serve("127.0.0.1:0", svc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stopSvc()
+
+	if r := burst(svcURL, 7, 10); r.codes[200] != 10 {
+		t.Fatalf("warm-up: %s", r.statuses())
+	}
+	time.Sleep(outageTTL + 100*time.Millisecond)
+	catalog.down.Store(true)
+	before := catalog.calls.Load()
+	r := burst(svcURL, 7, 20)
+	if r.codes[200] != 20 || r.stale != 20 {
+		t.Errorf("upstream down, cached id: statuses %s, %d stale; want 20 × 200, all stale", r.statuses(), r.stale)
+	}
+	if got := catalog.calls.Load() - before; got != 1 {
+		t.Errorf("%d upstream calls while down, want 1 (then throttled)", got)
+	}
+	if r := burst(svcURL, 8, 5); r.codes[502] != 5 {
+		t.Errorf("upstream down, never cached: statuses %s, want 5 × 502", r.statuses())
 	}
 }
