@@ -5,7 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
-		"sync"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"testing/synctest"
