@@ -37,26 +37,31 @@ func (c *Cache[K, V]) lockAndLoad(ctx context.Context, k string, key K, load Loa
 			waited = true
 			c.stats.lockWaits.Add(1)
 		}
-
-		left := time.Until(deadline)
-		if left <= 0 {
-			c.stats.lockTimeouts.Add(1)
-			return c.loadAndStore(ctx, k, key, load, fallback)
-		}
-		if err := sleep(ctx, min(bo.Next(), left)); err != nil {
-			return &outcome[V]{err: err} // LoadTimeout ended the wait
-		}
-		f, st, _ := c.read(ctx, k)
-		switch st {
-		case hit:
-			return f.outcome(SourceLockWait)
-		case failed:
-			if ctx.Err() != nil {
-				return &outcome[V]{err: ctx.Err()}
+		// Poll for the value, one Get each time, until it lands, the
+		// retake interval is up (loop to try the lock again), or MaxWait.
+		for retake := time.Now().Add(c.cfg.Lock.RetakeInterval); ; {
+			left := time.Until(deadline)
+			if left <= 0 {
+				c.stats.lockTimeouts.Add(1)
+				return c.loadAndStore(ctx, k, key, load, fallback)
 			}
-			return c.loadAndStore(ctx, k, key, load, fallback)
+			if err := sleep(ctx, min(bo.Next(), left)); err != nil {
+				return &outcome[V]{err: err} // LoadTimeout ended the wait
+			}
+			f, st, _ := c.read(ctx, k)
+			switch st {
+			case hit:
+				return f.outcome(SourceLockWait)
+			case failed:
+				if ctx.Err() != nil {
+					return &outcome[V]{err: ctx.Err()}
+				}
+				return c.loadAndStore(ctx, k, key, load, fallback)
+			}
+			if !time.Now().Before(retake) {
+				break // the holder may be gone: try to take the lock
+			}
 		}
-		// Still nothing: loop to take the lock if its holder is gone.
 	}
 }
 

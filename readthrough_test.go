@@ -479,7 +479,7 @@ func TestExpiredLockOfACrashedHolderIsRetaken(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, rt.SourceLoader, r.Source)
 		assert.GreaterOrEqual(t, time.Since(start), time.Second-time.Nanosecond)
-		assert.Less(t, time.Since(start), time.Second+rt.DefaultMaxPollInterval*2, "retaken once the lock's TTL ended")
+		assert.Less(t, time.Since(start), time.Second+rt.DefaultRetakeInterval+rt.DefaultMaxPollInterval*2, "retaken once the lock's TTL ended")
 		assert.Zero(t, b.Stats().LockTimeouts)
 	})
 }
@@ -1005,4 +1005,32 @@ func TestSourceString(t *testing.T) {
 	assert.Equal(t, "shared", rt.SourceShared.String())
 	assert.Equal(t, "lock-wait", rt.SourceLockWait.String())
 	assert.Equal(t, "Source(9)", rt.Source(9).String())
+}
+
+func TestWaiterPollsCheaplyAndReturnsSoonAfterTheValueLands(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memstore.New()
+		holder := newCache[string, string](t, mem, nil)
+		fs := storetest.NewFaultyStore(mem)
+		waiter := newCache[string, string](t, fs, nil)
+		var landed time.Time
+		go func() {
+			_, _ = holder.GetOrLoad(context.Background(), "k", func(context.Context, string) (string, error) {
+				time.Sleep(time.Second)
+				landed = time.Now()
+				return "v", nil
+			})
+		}()
+		synctest.Wait()
+		r, err := waiter.Fetch(context.Background(), "k", echo)
+		require.NoError(t, err)
+		assert.Equal(t, rt.SourceLockWait, r.Source)
+		assert.LessOrEqual(t, time.Since(landed), rt.DefaultMaxPollInterval*6/5, "returned within one capped poll of the value landing")
+		// A second of waiting: one Get per poll, a lock attempt per RetakeInterval.
+		tries := fs.Calls(storetest.OpSetIfAbsent)
+		assert.InDelta(t, int(time.Second/rt.DefaultRetakeInterval), tries, 3, "lock attempts")
+		gets := fs.Calls(storetest.OpGet)
+		assert.LessOrEqual(t, gets, int(time.Second/(rt.DefaultMaxPollInterval*4/5))+10, "polls")
+		assert.GreaterOrEqual(t, gets, int(time.Second/(rt.DefaultMaxPollInterval*6/5)), "polls")
+	})
 }

@@ -1,0 +1,163 @@
+// Package bench measures readthrough against its floor and its peers. It is
+// its own module, so the peers never enter the library's dependencies.
+//
+// go run ./bench/cmd/rtbench runs every scenario and prints the report
+// (BENCHMARKS.md); go test -bench . ./bench gives benchstat-ready numbers
+// for the in-memory hit path.
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"time"
+
+	rediscache "github.com/go-redis/cache/v9"
+	"github.com/maypok86/otter/v2"
+	"github.com/readthrough-go/readthrough"
+	"github.com/readthrough-go/readthrough/memstore"
+	"github.com/readthrough-go/readthrough/storetest"
+	"github.com/redis/go-redis/v9"
+	"github.com/viccon/sturdyc"
+)
+
+// Product is the value every scenario caches: a small JSON document.
+type Product struct {
+	ID    int    `json:"id"`
+	Name  string `json:"name"`
+	Price int    `json:"price_cents"`
+	Tags  []string
+}
+
+// Sample is the cached value.
+var Sample = Product{ID: 42, Name: "widget", Price: 999, Tags: []string{"blue", "small"}}
+
+var errMiss = errors.New("bench: unexpected miss")
+
+func missLoader(context.Context, int) (Product, error) { return Product{}, errMiss }
+
+// Case is one contender: an operation that must be a cache hit.
+type Case struct {
+	ID   string // short, for benchmark names
+	Name string
+	Note string
+	Op   func() error
+}
+
+// MemHitCases returns the in-memory hit contenders, each warmed up: the
+// floor (memstore Get and JSON decode, no readthrough), readthrough on
+// memstore, readthrough on a store that is not NonBlocking (so every call
+// pays a StoreTimeout context: the hit path before it was profiled), and
+// the peers, which keep typed values in process.
+func MemHitCases() ([]Case, error) {
+	ctx := context.Background()
+	var cases []Case
+
+	floorStore := memstore.New()
+	raw, _ := json.Marshal(Sample)
+	if err := floorStore.Set(ctx, "product:42", raw, time.Hour); err != nil {
+		return nil, err
+	}
+	cases = append(cases, Case{"floor", "floor: memstore Get + json.Unmarshal", "the same bytes, no readthrough", func() error {
+		b, ok, err := floorStore.Get(ctx, "product:42")
+		if err != nil || !ok {
+			return errMiss
+		}
+		var p Product
+		return json.Unmarshal(b, &p)
+	}})
+
+	rt, err := readthrough.New[int, Product](memstore.New(), &readthrough.Options[int, Product]{Namespace: "product", TTL: time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	cases = append(cases, hitCase("readthrough", "readthrough GetOrLoad on memstore", "entry header, key, stats, JSON decode", rt))
+
+	wrapped := storetest.NewFaultyStore(memstore.New()) // not NonBlocking: a timeout context per call
+	rtTimeout, err := readthrough.New[int, Product](wrapped, &readthrough.Options[int, Product]{Namespace: "product", TTL: time.Hour})
+	if err != nil {
+		return nil, err
+	}
+	cases = append(cases, hitCase("readthrough-blocking", "readthrough on a blocking store", "as before profiling: a StoreTimeout context per call", rtTimeout))
+
+	sc := sturdyc.New[Product](10_000, 8, time.Hour, 10)
+	if _, err := sturdyc.GetOrFetch(ctx, sc, "product:42", func(context.Context) (Product, error) { return Sample, nil }); err != nil {
+		return nil, err
+	}
+	cases = append(cases, Case{"sturdyc", "sturdyc GetOrFetch", "typed value in process, no decode", func() error {
+		_, err := sturdyc.GetOrFetch(ctx, sc, "product:42", func(context.Context) (Product, error) { return Product{}, errMiss })
+		return err
+	}})
+
+	oc := otter.Must(&otter.Options[int, Product]{MaximumSize: 10_000, ExpiryCalculator: otter.ExpiryWriting[int, Product](time.Hour)})
+	loader := otter.LoaderFunc[int, Product](func(context.Context, int) (Product, error) { return Sample, nil })
+	if _, err := oc.Get(ctx, 42, loader); err != nil {
+		return nil, err
+	}
+	missing := otter.LoaderFunc[int, Product](missLoader)
+	cases = append(cases, Case{"otter", "otter v2 Get with loader", "typed value in process, no decode", func() error {
+		_, err := oc.Get(ctx, 42, missing)
+		return err
+	}})
+
+	gc := rediscache.New(&rediscache.Options{LocalCache: rediscache.NewTinyLFU(10_000, time.Hour)})
+	var warm Product
+	if err := gc.Once(&rediscache.Item{Ctx: ctx, Key: "product:42", Value: &warm, TTL: time.Hour,
+		Do: func(*rediscache.Item) (any, error) { return Sample, nil }}); err != nil {
+		return nil, err
+	}
+	cases = append(cases, Case{"go-redis-cache", "go-redis/cache Once, local TinyLFU", "bytes in process, msgpack decode", func() error {
+		var p Product
+		return gc.Once(&rediscache.Item{Ctx: ctx, Key: "product:42", Value: &p, TTL: time.Hour,
+			Do: func(*rediscache.Item) (any, error) { return nil, errMiss }})
+	}})
+	return cases, nil
+}
+
+func hitCase(id, name, note string, c *readthrough.Cache[int, Product]) Case {
+	ctx := context.Background()
+	if _, err := c.GetOrLoad(ctx, 42, func(context.Context, int) (Product, error) { return Sample, nil }); err != nil {
+		panic(err)
+	}
+	return Case{id, name, note, func() error {
+		_, err := c.GetOrLoad(ctx, 42, missLoader)
+		return err
+	}}
+}
+
+// StartRedis runs a throwaway redis-server on a free loopback port.
+func StartRedis() (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	dir, err := os.MkdirTemp("", "rtbench-redis")
+	if err != nil {
+		return "", nil, err
+	}
+	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", dir, "--maxclients", "10000")
+	if err := cmd.Start(); err != nil {
+		return "", nil, fmt.Errorf("start redis-server (apt-get install redis-server): %w", err)
+	}
+	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = os.RemoveAll(dir) }
+	addr = "127.0.0.1:" + strconv.Itoa(port)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if rdb.Ping(context.Background()).Err() == nil {
+			return addr, stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, fmt.Errorf("redis-server on %s did not start", addr)
+		}
+	}
+}

@@ -1,0 +1,27 @@
+module github.com/readthrough-go/readthrough/bench
+
+go 1.26.0
+
+replace (
+	github.com/readthrough-go/readthrough => ../
+	github.com/readthrough-go/readthrough/redisstore => ../redisstore
+)
+
+require (
+	github.com/go-redis/cache/v9 v9.0.0
+	github.com/maypok86/otter/v2 v2.4.0
+	github.com/readthrough-go/readthrough v0.0.0-00010101000000-000000000000
+	github.com/redis/go-redis/v9 v9.23.0
+	github.com/viccon/sturdyc v1.1.5
+)
+
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/klauspost/compress v1.13.6 // indirect
+	github.com/vmihailenco/go-tinylfu v0.2.2 // indirect
+	github.com/vmihailenco/msgpack/v5 v5.3.4 // indirect
+	github.com/vmihailenco/tagparser/v2 v2.0.0 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+	golang.org/x/sync v0.22.0 // indirect
+	golang.org/x/sys v0.48.0 // indirect
+)
