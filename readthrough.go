@@ -219,13 +219,13 @@ func (c *Cache[K, V]) Fetch(ctx context.Context, key K, load Loader[K, V]) (Resu
 		if f.Source == SourceStale {
 			c.stats.failSafeHits.Add(1) // a re-armed value
 		} else if c.cfg.EarlyRefresh > 0 && c.refreshEarly(f.delta, f.freshUntil) {
-			c.refreshAsync(ctx, k, key, load, f.entry.WrittenAt)
+			c.refreshAsync(ctx, k, key, load, f.writtenAt)
 		}
 		return f.Result, nil
 	case stale:
 		if time.Now().Before(f.freshUntil.Add(c.cfg.StaleWhileRevalidate)) {
 			c.stats.staleHits.Add(1)
-			c.refreshAsync(ctx, k, key, load, f.entry.WrittenAt)
+			c.refreshAsync(ctx, k, key, load, f.writtenAt)
 			return f.Result, nil
 		}
 		fb := f // a copy, so f itself stays on the stack on the hit path
@@ -421,7 +421,7 @@ func (c *Cache[K, V]) rearm(ctx context.Context, k string, fb *found[V]) {
 	if !now.Before(end) {
 		return
 	}
-	e := fb.entry
+	e := entry.Entry{Kind: entry.Value, Type: c.typ, WrittenAt: fb.writtenAt, Payload: fb.payload}
 	e.FreshUntil = earliest(now.Add(c.cfg.FailSafe.Throttle), end)
 	e.Ext = entry.AppendInt64(nil, entry.ExtStaleUntil, end.UnixNano())
 	e.Ext = entry.AppendByte(e.Ext, entry.ExtFlags, entry.FlagRearmed)
@@ -471,10 +471,11 @@ const (
 type found[V any] struct {
 	Result[V]
 	notFound   bool
+	writtenAt  time.Time
 	freshUntil time.Time
 	staleUntil time.Time     // the bytes are servable (stale) until then
 	delta      time.Duration // how long the load that wrote it took
-	entry      entry.Entry   // for re-arming (payload aliases the read bytes)
+	payload    []byte        // the codec's bytes, for re-arming
 }
 
 // fallbackEnd is when the value stops being servable by fail-safe.
@@ -511,17 +512,24 @@ func (c *Cache[K, V]) read(ctx context.Context, k string) (found[V], status, err
 		c.stats.decodeErrors.Add(1)
 		return found[V]{}, miss, nil
 	}
-	f := found[V]{freshUntil: e.FreshUntil, staleUntil: e.FreshUntil, entry: e}
-	if su, ok := e.Int64(entry.ExtStaleUntil); ok && su > e.FreshUntil.UnixNano() {
-		f.staleUntil = time.Unix(0, su)
-	}
 	now := time.Now()
 	fresh := e.Fresh(now)
-	if !now.Before(f.staleUntil) || !fresh && e.Kind == entry.NotFound {
-		return found[V]{}, miss, nil
+	f := found[V]{writtenAt: e.WrittenAt, freshUntil: e.FreshUntil, staleUntil: e.FreshUntil, payload: e.Payload}
+	if !fresh {
+		if e.Kind == entry.NotFound {
+			return found[V]{}, miss, nil
+		}
+		if su, ok := e.Int64(entry.ExtStaleUntil); ok && su > e.FreshUntil.UnixNano() {
+			f.staleUntil = time.Unix(0, su)
+		}
+		if !now.Before(f.staleUntil) {
+			return found[V]{}, miss, nil
+		}
 	}
-	if d, ok := e.Int64(entry.ExtLoadDuration); ok {
-		f.delta = time.Duration(d)
+	if c.cfg.EarlyRefresh > 0 {
+		if d, ok := e.Int64(entry.ExtLoadDuration); ok {
+			f.delta = time.Duration(d)
+		}
 	}
 	f.Result = Result[V]{Source: SourceCache, Age: now.Sub(e.WrittenAt), Expires: e.FreshUntil}
 	if e.Kind == entry.NotFound {
@@ -579,6 +587,9 @@ func (c *Cache[K, V]) allowStore() bool {
 // counted, rate-limited log line if it failed. ctx is the caller's: an
 // error after it ended is the caller leaving, not the store failing.
 func (c *Cache[K, V]) storeDone(ctx context.Context, op, k string, err error) {
+	if c.breaker == nil && err == nil {
+		return // the hit path: nothing to report
+	}
 	switch {
 	case err == nil:
 		c.breaker.Done(breaker.Success)

@@ -67,7 +67,7 @@ func (c *Cache[K, V]) refresh(ctx context.Context, k string, key K, load Loader[
 		}
 		defer c.release(ctx, lk, token)
 		// Another process may have refreshed it since we read it.
-		if f, st, _ := c.read(ctx, k); st == hit && f.entry.WrittenAt.After(seen) {
+		if f, st, _ := c.read(ctx, k); st == hit && f.writtenAt.After(seen) {
 			return
 		}
 	}
