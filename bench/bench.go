@@ -10,11 +10,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
-	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"time"
 
 	rediscache "github.com/go-redis/cache/v9"
@@ -22,7 +17,6 @@ import (
 	"github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/memstore"
 	"github.com/readthrough-go/readthrough/storetest"
-	"github.com/redis/go-redis/v9"
 	"github.com/viccon/sturdyc"
 )
 
@@ -128,36 +122,4 @@ func hitCase(id, name, note string, c *readthrough.Cache[int, Product]) Case {
 		_, err := c.GetOrLoad(ctx, 42, missLoader)
 		return err
 	}}
-}
-
-// StartRedis runs a throwaway redis-server on a free loopback port.
-func StartRedis() (addr string, stop func(), err error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dir, err := os.MkdirTemp("", "rtbench-redis")
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir, "--maxclients", "10000")
-	if err := cmd.Start(); err != nil {
-		return "", nil, fmt.Errorf("start redis-server (apt-get install redis-server): %w", err)
-	}
-	stop = func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = os.RemoveAll(dir) }
-	addr = "127.0.0.1:" + strconv.Itoa(port)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if rdb.Ping(context.Background()).Err() == nil {
-			return addr, stop, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("redis-server on %s did not start", addr)
-		}
-	}
 }

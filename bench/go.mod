@@ -10,7 +10,8 @@ replace (
 require (
 	github.com/go-redis/cache/v9 v9.0.0
 	github.com/maypok86/otter/v2 v2.4.0
-	github.com/readthrough-go/readthrough v0.0.0-00010101000000-000000000000
+	github.com/readthrough-go/readthrough v0.0.0
+	github.com/readthrough-go/readthrough/redisstore v0.0.0-00010101000000-000000000000
 	github.com/redis/go-redis/v9 v9.23.0
 	github.com/viccon/sturdyc v1.1.5
 )

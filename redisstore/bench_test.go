@@ -11,7 +11,7 @@ import (
 
 	"github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/redisstore"
-	"github.com/readthrough-go/readthrough/redisstore/internal/redisserver"
+	"github.com/readthrough-go/readthrough/redisstore/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -26,7 +26,7 @@ type product struct {
 // in the same run, with 1 and 64 goroutines. It reports both costs and
 // their ratio (x-raw); 1.00 means readthrough adds nothing.
 func BenchmarkHitVsRaw(b *testing.B) {
-	srv := redisserver.Start(b)
+	srv := redistest.Start(b)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, PoolSize: 64})
 	defer rdb.Close()
 	ctx := context.Background()

@@ -10,7 +10,7 @@ import (
 
 	"github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/redisstore"
-	"github.com/readthrough-go/readthrough/redisstore/internal/redisserver"
+	"github.com/readthrough-go/readthrough/redisstore/redistest"
 	"github.com/readthrough-go/readthrough/storetest"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -24,7 +24,7 @@ func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster; -short skips it")
 	}
-	addrs := redisserver.StartCluster(t, 3)
+	addrs := redistest.StartCluster(t, 3)
 	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
 	t.Cleanup(func() { _ = rdb.Close() })
 

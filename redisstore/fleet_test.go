@@ -19,7 +19,7 @@ import (
 
 	"github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/redisstore"
-	"github.com/readthrough-go/readthrough/redisstore/internal/redisserver"
+	"github.com/readthrough-go/readthrough/redisstore/redistest"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -104,7 +104,7 @@ func runWorker(role string) int {
 	case "stampede":
 		for i := range envInt("KEYS") {
 			key := fmt.Sprintf("cold-%d", i)
-			if err := barrier(ctx, rdb, env("RUN")+":arrive:"+key, envInt("PROCS")); err != nil {
+			if err := redistest.Barrier(ctx, rdb, env("RUN")+":arrive:"+key, envInt("PROCS"), 30*time.Second); err != nil {
 				fmt.Fprintln(os.Stderr, err)
 				return 2
 			}
@@ -123,26 +123,6 @@ func runWorker(role string) int {
 	out, _ := json.Marshal(rep)
 	fmt.Println(string(out))
 	return 0
-}
-
-// barrier returns once n processes have arrived at key, so every worker
-// hits a cold key at the same moment.
-func barrier(ctx context.Context, rdb *redis.Client, key string, n int) error {
-	if err := rdb.Incr(ctx, key).Err(); err != nil {
-		return err
-	}
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		got, err := rdb.Get(ctx, key).Int()
-		if err != nil {
-			return err
-		}
-		if got >= n {
-			return nil
-		}
-		time.Sleep(time.Millisecond)
-	}
-	return fmt.Errorf("barrier %s: fewer than %d processes after 30s", key, n)
 }
 
 type worker struct {
@@ -193,7 +173,7 @@ func TestStampedeAcrossProcesses(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test; -short skips it")
 	}
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	const procs, goroutines, keys = 8, 32, 20
 	run := fmt.Sprintf("stampede%d", time.Now().UnixNano())
@@ -229,7 +209,7 @@ func TestLockHolderKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("multi-process test; -short skips it")
 	}
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	ctx := t.Context()
 	run := fmt.Sprintf("killed%d", time.Now().UnixNano())

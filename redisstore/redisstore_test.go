@@ -9,7 +9,7 @@ import (
 
 	"github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/redisstore"
-	"github.com/readthrough-go/readthrough/redisstore/internal/redisserver"
+	"github.com/readthrough-go/readthrough/redisstore/redistest"
 	"github.com/readthrough-go/readthrough/storetest"
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/assert"
@@ -17,13 +17,13 @@ import (
 )
 
 func TestConformance(t *testing.T) {
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	storetest.Run(t, func(*testing.T) readthrough.Store { return redisstore.New(rdb) })
 }
 
 func TestTTLBelowAMillisecondIsRejected(t *testing.T) {
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	s := redisstore.New(srv.Client(t))
 	for _, ttl := range []time.Duration{0, -1, time.Microsecond, time.Millisecond - 1} {
 		assert.ErrorIs(t, s.Set(t.Context(), "k", []byte("v"), ttl), redisstore.ErrTTL, "Set ttl %v", ttl)
@@ -36,7 +36,7 @@ func TestTTLBelowAMillisecondIsRejected(t *testing.T) {
 }
 
 func TestTTLIsSetInMilliseconds(t *testing.T) {
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	s := redisstore.New(rdb)
 	require.NoError(t, s.Set(t.Context(), "k", []byte("v"), 90*time.Second+1500*time.Microsecond))
@@ -54,7 +54,7 @@ func TestTTLIsSetInMilliseconds(t *testing.T) {
 }
 
 func TestCompareAndDeleteSurvivesScriptFlush(t *testing.T) {
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	s := redisstore.New(rdb)
 	ctx := t.Context()
@@ -73,7 +73,7 @@ func TestCompareAndDeleteSurvivesScriptFlush(t *testing.T) {
 }
 
 func TestServerDownIsAnError(t *testing.T) {
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{Addr: srv.Addr, MaxRetries: -1, DialTimeout: 100 * time.Millisecond})
 	defer rdb.Close()
 	srv.Stop()
@@ -84,7 +84,7 @@ func TestServerDownIsAnError(t *testing.T) {
 }
 
 func TestCacheOverRedis(t *testing.T) {
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	rdb := srv.Client(t)
 	c, err := readthrough.New[int, string](redisstore.New(rdb), &readthrough.Options[int, string]{
 		Namespace:   "product",
@@ -117,7 +117,7 @@ func TestCacheOverRedis(t *testing.T) {
 // and starts it again on the same port. No caller sees an error; hits come
 // back after the restart.
 func TestOutage(t *testing.T) {
-	srv := redisserver.Start(t)
+	srv := redistest.Start(t)
 	rdb := redis.NewClient(&redis.Options{
 		Addr: srv.Addr, MaxRetries: -1,
 		DialTimeout: 100 * time.Millisecond, ReadTimeout: 200 * time.Millisecond, WriteTimeout: 200 * time.Millisecond,

@@ -13,7 +13,6 @@ import (
 	"flag"
 	"fmt"
 	"log"
-	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/redisstore"
+	"github.com/readthrough-go/readthrough/redisstore/redistest"
 	"github.com/redis/go-redis/v9"
 )
 
@@ -60,12 +60,12 @@ func main() {
 	flag.Parse()
 
 	if cfg.Addr == "" {
-		addr, stop, err := startRedis()
+		srv, err := redistest.StartServer()
 		if err != nil {
 			log.Fatalf("no -redis given and could not start redis-server: %v", err)
 		}
-		defer stop()
-		cfg.Addr = addr
+		defer srv.Stop()
+		cfg.Addr = srv.Addr
 	}
 	rdb := redis.NewClient(&redis.Options{Addr: cfg.Addr})
 	defer rdb.Close()
@@ -166,7 +166,7 @@ func worker(enc string) error {
 	}
 	var rep report
 	for b := range cfg.Bursts {
-		if err := barrier(ctx, rdb, fmt.Sprintf("%s:arrive:%d", cfg.Run, b), cfg.Procs); err != nil {
+		if err := redistest.Barrier(ctx, rdb, fmt.Sprintf("%s:arrive:%d", cfg.Run, b), cfg.Procs, 30*time.Second); err != nil {
 			return err
 		}
 		load := func(ctx context.Context, key int) (string, error) {
@@ -194,50 +194,4 @@ func worker(enc string) error {
 		rep.Worst = append(rep.Worst, worst)
 	}
 	return json.NewEncoder(os.Stdout).Encode(rep)
-}
-
-// barrier returns once n processes have arrived, so each burst hits its
-// cold key from every process at once.
-func barrier(ctx context.Context, rdb *redis.Client, key string, n int) error {
-	if err := rdb.Incr(ctx, key).Err(); err != nil {
-		return err
-	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
-		if got, err := rdb.Get(ctx, key).Int(); err != nil || got >= n {
-			return err
-		}
-	}
-	return fmt.Errorf("barrier %s: fewer than %d processes after 30s", key, n)
-}
-
-// startRedis runs a throwaway redis-server on a free loopback port.
-func startRedis() (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, err
-	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	dir, err := os.MkdirTemp("", "fleet-redis")
-	if err != nil {
-		return "", nil, err
-	}
-	cmd := exec.Command("redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-		"--save", "", "--appendonly", "no", "--dir", dir)
-	if err := cmd.Start(); err != nil {
-		return "", nil, err
-	}
-	stop := func() { _ = cmd.Process.Kill(); _ = cmd.Wait(); _ = os.RemoveAll(dir) }
-	addr := "127.0.0.1:" + strconv.Itoa(port)
-	rdb := redis.NewClient(&redis.Options{Addr: addr})
-	defer rdb.Close()
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if rdb.Ping(context.Background()).Err() == nil {
-			return addr, stop, nil
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return "", nil, fmt.Errorf("redis-server on %s did not start", addr)
-		}
-	}
 }

@@ -7,14 +7,16 @@ import (
 	"github.com/readthrough-go/readthrough/memstore"
 )
 
-func TestBurstsCostOneUpstreamCallEach(t *testing.T) {
-	catalog := newCatalog(20 * time.Millisecond)
+// startDemo serves the catalog and the service on loopback until t ends.
+func startDemo(t *testing.T, latency time.Duration, failSafe bool) (*catalog, string) {
+	t.Helper()
+	catalog := newCatalog(latency)
 	catalogURL, stop, err := serve("127.0.0.1:0", catalog)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stop()
-	svc, err := newService(memstore.New(), catalogURL, false)
+	t.Cleanup(stop)
+	svc, err := newService(memstore.New(), catalogURL, failSafe)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -22,7 +24,12 @@ func TestBurstsCostOneUpstreamCallEach(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer stopSvc()
+	t.Cleanup(stopSvc)
+	return catalog, svcURL
+}
+
+func TestBurstsCostOneUpstreamCallEach(t *testing.T) {
+	catalog, svcURL := startDemo(t, 20*time.Millisecond, false)
 
 	for _, tc := range []struct {
 		id, status, upstream, hits int
@@ -47,21 +54,7 @@ func TestBurstsCostOneUpstreamCallEach(t *testing.T) {
 }
 
 func TestOutageIsServedFromStaleEntries(t *testing.T) {
-	catalog := newCatalog(10 * time.Millisecond)
-	catalogURL, stop, err := serve("127.0.0.1:0", catalog)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stop()
-	svc, err := newService(memstore.New(), catalogURL, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svcURL, stopSvc, err := serve("127.0.0.1:0", svc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer stopSvc()
+	catalog, svcURL := startDemo(t, 10*time.Millisecond, true)
 
 	if r := burst(svcURL, 7, 10); r.codes[200] != 10 {
 		t.Fatalf("warm-up: %s", r.statuses())

@@ -30,6 +30,7 @@ import (
 	"github.com/readthrough-go/readthrough/bench"
 	"github.com/readthrough-go/readthrough/memstore"
 	"github.com/readthrough-go/readthrough/redisstore"
+	"github.com/readthrough-go/readthrough/redisstore/redistest"
 	"github.com/readthrough-go/readthrough/storetest"
 	"github.com/redis/go-redis/v9"
 )
@@ -55,12 +56,12 @@ func main() {
 
 	addr := *redisAddr
 	if addr == "" {
-		a, stop, err := bench.StartRedis()
+		srv, err := redistest.StartServer("--maxclients", "10000")
 		if err != nil {
 			log.Fatal(err)
 		}
-		defer stop()
-		addr = a
+		defer srv.Stop()
+		addr = srv.Addr
 	}
 
 	fmt.Println("# Benchmarks")
@@ -442,7 +443,7 @@ func stampedeWorker(enc string) error {
 		warm.Go(func() { rdb.Ping(ctx) })
 	}
 	warm.Wait()
-	if err := barrier(ctx, rdb, cfg.Key+":arrive", cfg.Procs); err != nil {
+	if err := redistest.Barrier(ctx, rdb, cfg.Key+":arrive", cfg.Procs, 30*time.Second); err != nil {
 		return err
 	}
 	lat := make([]time.Duration, cfg.Goroutines)
@@ -462,18 +463,6 @@ func stampedeWorker(enc string) error {
 		return err
 	}
 	return json.NewEncoder(os.Stdout).Encode(lat)
-}
-
-func barrier(ctx context.Context, rdb *redis.Client, key string, n int) error {
-	if err := rdb.Incr(ctx, key).Err(); err != nil {
-		return err
-	}
-	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Microsecond) {
-		if got, err := rdb.Get(ctx, key).Int(); err != nil || got >= n {
-			return err
-		}
-	}
-	return fmt.Errorf("barrier %s: fewer than %d processes after 30s", key, n)
 }
 
 // --- 5. waiting cost

@@ -1,5 +1,8 @@
-// Package redisserver runs a throwaway redis-server on loopback for tests.
-package redisserver
+// Package redistest runs throwaway redis-servers on loopback: for tests of
+// code that uses redisstore (yours and ours), and for programs such as
+// benchmarks that need a real server. Like net/http/httptest, the fake is
+// the real thing, on a free port, with no persistence.
+package redistest
 
 import (
 	"context"
@@ -28,7 +31,8 @@ type Server struct {
 }
 
 // Start starts a server on a free loopback port and stops it when t ends.
-// Without redis-server on PATH it skips t, or fails it when RequireEnv=1.
+// Extra args go to redis-server. Without redis-server on PATH it skips t,
+// or fails it when RequireEnv=1.
 func Start(t testing.TB, args ...string) *Server {
 	t.Helper()
 	if _, err := exec.LookPath("redis-server"); err != nil {
@@ -37,16 +41,31 @@ func Start(t testing.TB, args ...string) *Server {
 		}
 		t.Skipf("redis-server not installed (apt-get install redis-server); skipping: %v", err)
 	}
-	port, err := freePort()
+	s, err := StartServer(args...)
 	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: t.TempDir(), port: port}
-	if err := s.start(args...); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(s.Stop)
 	return s
+}
+
+// StartServer starts a server on a free loopback port, for programs; Stop
+// it when done. Extra args go to redis-server.
+func StartServer(args ...string) (*Server, error) {
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dir, err := os.MkdirTemp("", "redistest")
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{Addr: "127.0.0.1:" + strconv.Itoa(port), dir: dir, port: port}
+	if err := s.start(args...); err != nil {
+		_ = os.RemoveAll(dir)
+		return nil, err
+	}
+	return s, nil
 }
 
 func (s *Server) start(extra ...string) error {
@@ -55,6 +74,9 @@ func (s *Server) start(extra ...string) error {
 		"--save", "", "--appendonly", "no", "--dir", s.dir,
 		"--daemonize", "no", "--protected-mode", "no", "--loglevel", "warning",
 	}, extra...)
+	if err := os.MkdirAll(s.dir, 0o755); err != nil {
+		return err
+	}
 	s.cmd = exec.Command("redis-server", args...)
 	s.cmd.Dir = s.dir
 	if err := s.cmd.Start(); err != nil {
@@ -79,8 +101,14 @@ func (s *Server) waitReady(limit time.Duration) error {
 	}
 }
 
-// Stop kills the server and waits for it to exit. It is safe to call twice.
+// Stop kills the server, waits for it to exit, and removes its directory.
+// It is safe to call twice.
 func (s *Server) Stop() {
+	s.kill()
+	_ = os.RemoveAll(s.dir)
+}
+
+func (s *Server) kill() {
 	if s.cmd == nil || s.cmd.Process == nil {
 		return
 	}
@@ -89,10 +117,11 @@ func (s *Server) Stop() {
 	s.cmd = nil
 }
 
-// Restart starts the server again on the same port, empty.
+// Restart kills the server and starts it again on the same port, empty:
+// an outage and a recovery.
 func (s *Server) Restart(t testing.TB) {
 	t.Helper()
-	s.Stop()
+	s.kill()
 	if err := s.start(); err != nil {
 		t.Fatal(err)
 	}
@@ -103,6 +132,21 @@ func (s *Server) Client(t testing.TB) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
+}
+
+// Barrier blocks until n processes have called it with the same key, so
+// that workers in separate processes start a burst at the same moment. It
+// gives up after timeout.
+func Barrier(ctx context.Context, rdb redis.Cmdable, key string, n int, timeout time.Duration) error {
+	if err := rdb.Incr(ctx, key).Err(); err != nil {
+		return err
+	}
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Microsecond) {
+		if got, err := rdb.Get(ctx, key).Int(); err != nil || got >= n {
+			return err
+		}
+	}
+	return fmt.Errorf("redistest: barrier %s: fewer than %d arrivals after %v", key, n, timeout)
 }
 
 func freePort() (int, error) {
