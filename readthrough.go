@@ -202,6 +202,11 @@ var errNilLoader = errors.New("readthrough: nil loader")
 //
 // If load panics, Fetch panics with the same value in every waiting
 // caller's goroutine.
+//
+// With the options for a slow or failing upstream, an expired value may be
+// returned instead ([SourceStale]): at once while it is refreshed in the
+// background (StaleWhileRevalidate), in place of a failed load (FailSafe),
+// or when the load outlasts SoftLoadTimeout.
 func (c *Cache[K, V]) Fetch(ctx context.Context, key K, load Loader[K, V]) (Result[V], error) {
 	if load == nil {
 		return Result[V]{}, errNilLoader

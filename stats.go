@@ -5,7 +5,7 @@ import "sync/atomic"
 // Stats are a Cache's counters since [New]. Each field counts events, not
 // callers, unless it says otherwise.
 type Stats struct {
-	Hits         uint64 // calls answered with a stored value
+	Hits         uint64 // calls answered with a fresh stored value (a fail-safe re-armed one included)
 	NegativeHits uint64 // calls answered with a stored not-found
 	Misses       uint64 // calls that found nothing usable in the store
 	Loads        uint64 // loader calls
