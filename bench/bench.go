@@ -8,8 +8,10 @@ package bench
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"strconv"
 	"time"
 
 	rediscache "github.com/go-redis/cache/v9"
@@ -64,6 +66,28 @@ func MemHitCases() ([]Case, error) {
 		}
 		var p Product
 		return json.Unmarshal(b, &p)
+	}})
+
+	// The floor plus what any shared cache must do on a hit: build the key
+	// string, read the clock, check an expiry header. The same bytes as
+	// readthrough stores (a 24-byte header, then JSON).
+	headed := memstore.New()
+	entry := make([]byte, 24, 24+len(raw))
+	binary.BigEndian.PutUint64(entry[16:], uint64(time.Now().Add(time.Hour).UnixNano()))
+	if err := headed.Set(ctx, "product:42", append(entry, raw...), time.Hour); err != nil {
+		return nil, err
+	}
+	id := 42
+	cases = append(cases, Case{"floor-cache", "floor + key, clock, expiry header", "what any shared cache adds to the floor", func() error {
+		b, ok, err := headed.Get(ctx, "product:"+strconv.Itoa(id))
+		if err != nil || !ok || len(b) < 24 {
+			return errMiss
+		}
+		if time.Now().UnixNano() >= int64(binary.BigEndian.Uint64(b[16:])) {
+			return errMiss
+		}
+		var p Product
+		return json.Unmarshal(b[24:], &p)
 	}})
 
 	rt, err := readthrough.New[int, Product](memstore.New(), &readthrough.Options[int, Product]{Namespace: "product", TTL: time.Hour})

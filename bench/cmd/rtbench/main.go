@@ -139,11 +139,12 @@ func memHit() {
 	fmt.Println("The peers keep typed values in process and decode nothing, so they are a different trade-off:")
 	fmt.Println("they cannot be shared across processes, which is what readthrough's bytes are for.")
 	fmt.Println()
-	fmt.Println("| contender | ns/op | allocs/op | × floor | note |")
-	fmt.Println("| --- | ---: | ---: | ---: | --- |")
+	cacheFloor := median(ns[1])
+	fmt.Println("| contender | ns/op | allocs/op | × floor | × floor + key, clock, header | note |")
+	fmt.Println("| --- | ---: | ---: | ---: | ---: | --- |")
 	for i, c := range cases {
 		m := median(ns[i])
-		fmt.Printf("| %s | %.0f | %d | %.2f | %s |\n", c.Name, m, allocs[i], m/floor, c.Note)
+		fmt.Printf("| %s | %.0f | %d | %.2f | %.2f | %s |\n", c.Name, m, allocs[i], m/floor, m/cacheFloor, c.Note)
 	}
 	fmt.Println()
 	fmt.Print(profiled)
@@ -160,10 +161,17 @@ const profiled = `What profiling the hit path (` + "`go test -bench MemHit -cpup
 - The extension fields of the entry header (load duration, stale-until) are read only when a feature
   needs them, and a successful store call skips the breaker bookkeeping when there is no breaker.
 
-What remains beyond the floor: the store key string (one allocation: namespace + key), one clock read to
-check freshness and compute the age, the 24-byte header decode and a value-type check, and the stats
-counter. The floor does none of this because it is not a cache: it has no key derivation, no expiry of
-its own and no way to tell a foreign entry from ours.
+What remains beyond the floor: the store key string, one clock read to check freshness and compute the
+age, the 24-byte header decode and a value-type check, the stats counter and the Result. The floor does
+none of this because it is not a cache: no key derivation, no expiry of its own, no way to tell a foreign
+entry from ours. The second row does the least any shared cache must (build the key, read the clock,
+check an expiry header on the same bytes); the last column is readthrough against it. One allocation
+more than that row: the key, passed through the Store interface, escapes to the heap, where the concrete
+call keeps it on the stack.
+
+Against the bare floor, runs of this report on this machine land between 1.1× and 1.3× (a shared 2-core
+machine; the median of interleaved rounds damps but does not remove the noise): the 1.15× target is not
+reliably met. The allocation target (at most 2 beyond the codec's) is: 1 beyond.
 
 `
 
