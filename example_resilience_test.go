@@ -30,14 +30,14 @@ func (c *counter) next() int {
 func ExampleOptions_staleWhileRevalidate() {
 	ctx := context.Background()
 	c, _ := readthrough.New[string, string](memstore.New(), &readthrough.Options[string, string]{
-		TTL:                  20 * time.Millisecond,
+		TTL:                  200 * time.Millisecond,
 		StaleWhileRevalidate: time.Minute,
 	})
 	var calls counter
 	load := func(ctx context.Context, k string) (string, error) { return fmt.Sprintf("v%d", calls.next()), nil }
 
 	_, _ = c.GetOrLoad(ctx, "k", load)
-	time.Sleep(30 * time.Millisecond) // expired
+	time.Sleep(250 * time.Millisecond) // expired
 	r, _ := c.Fetch(ctx, "k", load)
 	fmt.Println(r.Value, r.Source)
 	_ = c.Close() // waits for the background refresh
