@@ -45,6 +45,16 @@
 // loader serves the call. Bytes that do not decode as an entry of this
 // Cache's value type are a miss, and the next load overwrites them.
 //
+// # A slow or failing upstream
+//
+// Opt-in options keep callers fast and served: [Options].StaleWhileRevalidate
+// serves an expired value while one background refresh replaces it;
+// [Options].EarlyRefresh refreshes hot keys before they expire (XFetch);
+// [Options].FailSafe serves the last good value when a reload fails;
+// [Options].SoftLoadTimeout stops waiting for a slow load when a stale value
+// is at hand; [Options].Breaker stops calling a failing store for a while.
+// Background refreshes end with [Cache.Close].
+//
 // # Entries
 //
 // Each stored entry is a small versioned header (value or not-found,
