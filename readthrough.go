@@ -108,6 +108,8 @@ const (
 	SourceStale
 )
 
+// String names the source: "cache", "loader", "shared", "lock-wait" or
+// "stale", as a log field or an x-cache header would show it.
 func (s Source) String() string {
 	switch s {
 	case SourceCache:
