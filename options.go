@@ -3,6 +3,7 @@ package readthrough
 import (
 	"errors"
 	"fmt"
+	"github.com/readthrough-go/readthrough/store"
 	"log/slog"
 	"math"
 	"strings"
@@ -184,7 +185,7 @@ type LockOptions struct {
 // config is Options with defaults filled and derived values computed.
 type config[K comparable, V any] struct {
 	Options[K, V]
-	limits Limits
+	limits store.Limits
 }
 
 // staleWindow is how long past its TTL a value is kept in the store, for
@@ -193,15 +194,15 @@ func (c *config[K, V]) staleWindow() time.Duration {
 	return max(c.StaleWhileRevalidate, c.FailSafe.MaxStale)
 }
 
-func newConfig[K comparable, V any](store Store, opts *Options[K, V]) (*config[K, V], error) {
-	if store == nil {
+func newConfig[K comparable, V any](st Store, opts *Options[K, V]) (*config[K, V], error) {
+	if st == nil {
 		return nil, fmt.Errorf("%w: nil store", ErrInvalidOptions)
 	}
 	c := &config[K, V]{}
 	if opts != nil {
 		c.Options = *opts
 	}
-	if l, ok := store.(Limiter); ok {
+	if l, ok := st.(store.Limiter); ok {
 		c.limits = l.Limits()
 	}
 	if err := c.validate(); err != nil {

@@ -66,6 +66,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/readthrough-go/readthrough/store"
 	"log/slog"
 	"math/rand/v2"
 	"runtime/debug"
@@ -142,8 +143,8 @@ type Result[V any] struct {
 // It is safe for concurrent use; create it with [New].
 type Cache[K comparable, V any] struct {
 	store Store
-	cad   CompareAndDeleter // nil when the store has no owner-safe delete
-	local bool              // the store is NonBlocking: no timeout needed
+	cad   store.CompareAndDeleter // nil when the store has no owner-safe delete
+	local bool                    // the store is NonBlocking: no timeout needed
 	cfg   config[K, V]
 	typ   uint32 // fingerprint of V in entry headers
 	log   *slog.Logger
@@ -165,21 +166,21 @@ type Cache[K comparable, V any] struct {
 // New returns a Cache over store. A nil opts means every default. It fails
 // on a nil store, a negative duration, a TTL above the store's [Limits],
 // or a key type with no default key function and no [Options].KeyFunc.
-func New[K comparable, V any](store Store, opts *Options[K, V]) (*Cache[K, V], error) {
-	cfg, err := newConfig(store, opts)
+func New[K comparable, V any](st Store, opts *Options[K, V]) (*Cache[K, V], error) {
+	cfg, err := newConfig(st, opts)
 	if err != nil {
 		return nil, err
 	}
 	c := &Cache[K, V]{
-		store:        store,
+		store:        st,
 		cfg:          *cfg,
 		typ:          entry.TypeOf[V](),
 		log:          cfg.Logger,
 		rand:         rand.Float64,
 		refreshSlots: make(chan struct{}, cfg.MaxRefreshes),
 	}
-	c.cad, _ = store.(CompareAndDeleter)
-	_, c.local = store.(NonBlocking)
+	c.cad, _ = st.(store.CompareAndDeleter)
+	_, c.local = st.(store.NonBlocking)
 	if cfg.Breaker.Failures > 0 {
 		c.breaker = breaker.New(cfg.Breaker.Failures, cfg.Breaker.CoolDown)
 	}
@@ -458,7 +459,7 @@ func (c *Cache[K, V]) roundTTL(ttl time.Duration) time.Duration {
 // put writes encoded bytes, detached from ctx's cancellation so a value
 // whose callers all left is still cached.
 func (c *Cache[K, V]) put(ctx context.Context, k string, b []byte, ttl time.Duration) error {
-	if max := c.cfg.limits.MaxValueSize; max > 0 && len(b) > max {
+	if max := c.cfg.limits.MaxEntrySize; max > 0 && len(b) > max {
 		c.stats.oversize.Add(1)
 		c.logStore("readthrough: entry larger than the store accepts; not cached", "key", k, "size", len(b), "max", max)
 		return fmt.Errorf("readthrough: entry of %d bytes is above the store's limit of %d", len(b), max)

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/readthrough-go/readthrough/store"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -929,10 +930,10 @@ func TestStatsCountEachPath(t *testing.T) {
 
 type limited struct {
 	rt.Store
-	l rt.Limits
+	l store.Limits
 }
 
-func (l limited) Limits() rt.Limits { return l.l }
+func (l limited) Limits() store.Limits { return l.l }
 
 func TestNewValidates(t *testing.T) {
 	t.Parallel()
@@ -954,10 +955,10 @@ func TestNewValidates(t *testing.T) {
 		{"negative Lock.PollInterval", s, &rt.Options[string, int]{Lock: rt.LockOptions{PollInterval: -1}}, "Lock.PollInterval"},
 		{"poll above cap", s, &rt.Options[string, int]{Lock: rt.LockOptions{PollInterval: time.Second, MaxPollInterval: time.Millisecond}}, "above Lock.MaxPollInterval"},
 		{"NUL in namespace", s, &rt.Options[string, int]{Namespace: "a\x00b"}, "NUL"},
-		{"TTL above store max", limited{s, rt.Limits{MaxTTL: time.Hour}}, &rt.Options[string, int]{TTL: 2 * time.Hour}, "TTL+TTLJitter"},
-		{"jitter above store max", limited{s, rt.Limits{MaxTTL: time.Hour}}, &rt.Options[string, int]{TTL: time.Hour, TTLJitter: time.Second}, "TTL+TTLJitter"},
-		{"NegativeTTL above store max", limited{s, rt.Limits{MaxTTL: time.Hour}}, &rt.Options[string, int]{NegativeTTL: 2 * time.Hour}, "NegativeTTL"},
-		{"default TTL above store max", limited{s, rt.Limits{MaxTTL: time.Minute}}, nil, "TTL+TTLJitter"},
+		{"TTL above store max", limited{s, store.Limits{MaxTTL: time.Hour}}, &rt.Options[string, int]{TTL: 2 * time.Hour}, "TTL+TTLJitter"},
+		{"jitter above store max", limited{s, store.Limits{MaxTTL: time.Hour}}, &rt.Options[string, int]{TTL: time.Hour, TTLJitter: time.Second}, "TTL+TTLJitter"},
+		{"NegativeTTL above store max", limited{s, store.Limits{MaxTTL: time.Hour}}, &rt.Options[string, int]{NegativeTTL: 2 * time.Hour}, "NegativeTTL"},
+		{"default TTL above store max", limited{s, store.Limits{MaxTTL: time.Minute}}, nil, "TTL+TTLJitter"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -976,7 +977,7 @@ func TestNewValidates(t *testing.T) {
 func TestOversizeEntriesAreNotCached(t *testing.T) {
 	t.Parallel()
 	s := memstore.New()
-	c := newCache[string, string](t, limited{s, rt.Limits{MaxValueSize: 100}}, nil)
+	c := newCache[string, string](t, limited{s, store.Limits{MaxEntrySize: 100}}, nil)
 	l := countLoads(func(context.Context, string) (string, error) { return strings.Repeat("x", 200), nil })
 	for range 2 {
 		v, err := c.GetOrLoad(t.Context(), "k", l.load)
@@ -990,7 +991,7 @@ func TestOversizeEntriesAreNotCached(t *testing.T) {
 
 func TestTTLRoundedUpToStoreGranularity(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		c := newCache[string, string](t, limited{memstore.New(), rt.Limits{TTLGranularity: time.Millisecond}},
+		c := newCache[string, string](t, limited{memstore.New(), store.Limits{TTLGranularity: time.Millisecond}},
 			&rt.Options[string, string]{TTL: 1500 * time.Microsecond})
 		r, err := c.Fetch(context.Background(), "k", echo)
 		require.NoError(t, err)

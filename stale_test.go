@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/readthrough-go/readthrough/store"
 	"math"
 	"sync"
 	"sync/atomic"
@@ -298,7 +299,7 @@ func TestNewValidatesResilienceOptions(t *testing.T) {
 		_, err := rt.New(s, o)
 		assert.ErrorIs(t, err, rt.ErrInvalidOptions, name)
 	}
-	_, err := rt.New[string, int](limited{s, rt.Limits{MaxTTL: time.Hour}}, &rt.Options[string, int]{
+	_, err := rt.New[string, int](limited{s, store.Limits{MaxTTL: time.Hour}}, &rt.Options[string, int]{
 		TTL: 30 * time.Minute, StaleWhileRevalidate: 45 * time.Minute,
 	})
 	assert.ErrorContains(t, err, "stale window", "the store keeps entries for TTL plus the stale window")

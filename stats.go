@@ -16,7 +16,7 @@ type Stats struct {
 	StoreErrors  uint64 // store operations that failed or timed out
 	DecodeErrors uint64 // stored entries that did not decode: treated as misses
 	EncodeErrors uint64 // loaded values the codec could not encode: not cached
-	Oversize     uint64 // entries above the store's MaxValueSize: not cached
+	Oversize     uint64 // entries above the store's MaxEntrySize: not cached
 	StaleHits    uint64 // calls served an expired value: stale-while-revalidate, or SoftLoadTimeout
 	FailSafeHits uint64 // calls served an expired value because its load failed (or a re-armed one)
 	Refreshes    uint64 // background refreshes that ran the loader

@@ -5,11 +5,12 @@
 // It starts no goroutines: expired entries are dropped when touched, and
 // each write also sweeps a couple of entries, so it works inside
 // testing/synctest bubbles, where its TTLs follow the bubble's fake clock.
-// It implements the optional [readthrough.CompareAndDeleter] (owner-safe
-// lock release) and, when bounded by bytes, [readthrough.Limiter].
+// It implements the optional [store.CompareAndDeleter] (owner-safe
+// lock release) and, when bounded by bytes, [store.Limiter].
 package memstore
 
 import (
+	"github.com/readthrough-go/readthrough/store"
 	"bytes"
 	"container/list"
 	"context"
@@ -24,9 +25,9 @@ import (
 
 var (
 	_ readthrough.Store             = (*Store)(nil)
-	_ readthrough.CompareAndDeleter = (*Store)(nil)
-	_ readthrough.Limiter           = (*Store)(nil)
-	_ readthrough.NonBlocking       = (*Store)(nil)
+	_ store.CompareAndDeleter = (*Store)(nil)
+	_ store.Limiter           = (*Store)(nil)
+	_ store.NonBlocking       = (*Store)(nil)
 )
 
 // Store is an in-memory, TTL-honouring [readthrough.Store], safe for
@@ -157,9 +158,9 @@ func (s *Store) CompareAndDelete(ctx context.Context, key string, value []byte) 
 // bound them with a timeout.
 func (s *Store) NonBlocking() {}
 
-// Limits reports MaxValueSize when the store is bounded by bytes.
-func (s *Store) Limits() readthrough.Limits {
-	return readthrough.Limits{MaxValueSize: s.maxBytes}
+// Limits reports MaxEntrySize when the store is bounded by bytes.
+func (s *Store) Limits() store.Limits {
+	return store.Limits{MaxEntrySize: s.maxBytes}
 }
 
 // Len returns the number of live entries.

@@ -70,7 +70,7 @@ func TestMaxEntriesEvictsLeastRecentlyUsed(t *testing.T) {
 func TestMaxBytesEvictsAndRefusesOversize(t *testing.T) {
 	s := memstore.New(memstore.WithMaxBytes(100))
 	ctx := t.Context()
-	assert.Equal(t, 100, s.Limits().MaxValueSize)
+	assert.Equal(t, 100, s.Limits().MaxEntrySize)
 	for i := range 5 {
 		// 2-byte key + 30-byte value = 32 bytes: three fit in 100.
 		require.NoError(t, s.Set(ctx, fmt.Sprintf("k%d", i), make([]byte, 30), time.Minute))

@@ -14,13 +14,14 @@
 // token to itself with a 1 ms TTL: the lock vanishes a millisecond later,
 // and only while it still holds our token.
 //
-// Momento's limits are declared through [readthrough.Limiter], so
+// Momento's limits are declared through [store.Limiter], so
 // readthrough.New rejects a TTL above 24 hours up front, and an entry
 // above 5 MB is not cached (counted in Stats.Oversize) while the caller
 // still gets its value. TTLs are whole milliseconds, rounded up.
 package momentostore
 
 import (
+	"github.com/readthrough-go/readthrough/store"
 	"context"
 	"errors"
 	"fmt"
@@ -37,14 +38,14 @@ import (
 
 var (
 	_ readthrough.Store             = (*Store)(nil)
-	_ readthrough.CompareAndDeleter = (*Store)(nil)
-	_ readthrough.Limiter           = (*Store)(nil)
+	_ store.CompareAndDeleter = (*Store)(nil)
+	_ store.Limiter           = (*Store)(nil)
 )
 
 // Momento's service limits, as the store declares them.
 const (
 	MaxTTL       = 24 * time.Hour
-	MaxValueSize = 5_000_000 // bytes: Momento's default item size limit
+	MaxEntrySize = 5_000_000 // bytes: Momento's default item size limit
 )
 
 // Errors a Store returns, each wrapping the SDK's MomentoError (use
@@ -214,7 +215,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // releaseTTL is how long a released lock lingers: Momento's shortest TTL.
 const releaseTTL = time.Millisecond
 
-// CompareAndDelete implements [readthrough.CompareAndDeleter]. Momento
+// CompareAndDelete implements [store.CompareAndDeleter]. Momento
 // has no conditional delete, so it rewrites the key to itself with a 1 ms
 // TTL, only if it still holds value: the key is gone a millisecond later.
 func (s *Store) CompareAndDelete(ctx context.Context, key string, value []byte) (bool, error) {
@@ -236,9 +237,9 @@ func (s *Store) CompareAndDelete(ctx context.Context, key string, value []byte) 
 	return false, fmt.Errorf("momentostore: release: unexpected response %T", resp)
 }
 
-// Limits implements [readthrough.Limiter].
-func (s *Store) Limits() readthrough.Limits {
-	return readthrough.Limits{MaxTTL: MaxTTL, TTLGranularity: time.Millisecond, MaxValueSize: MaxValueSize}
+// Limits implements [store.Limiter].
+func (s *Store) Limits() store.Limits {
+	return store.Limits{MaxTTL: MaxTTL, TTLGranularity: time.Millisecond, MaxEntrySize: MaxValueSize}
 }
 
 // checkWrite rejects a done context, a value too large and a TTL out of

@@ -19,6 +19,7 @@
 package redisstore
 
 import (
+	"github.com/readthrough-go/readthrough/store"
 	"context"
 	"errors"
 	"fmt"
@@ -30,8 +31,8 @@ import (
 
 var (
 	_ readthrough.Store             = (*Store)(nil)
-	_ readthrough.CompareAndDeleter = (*Store)(nil)
-	_ readthrough.Limiter           = (*Store)(nil)
+	_ store.CompareAndDeleter = (*Store)(nil)
+	_ store.Limiter           = (*Store)(nil)
 )
 
 // maxValueSize is Redis's default proto-max-bulk-len.
@@ -113,7 +114,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	return nil
 }
 
-// CompareAndDelete implements [readthrough.CompareAndDeleter] with a
+// CompareAndDelete implements [store.CompareAndDeleter] with a
 // script, atomically on the server.
 func (s *Store) CompareAndDelete(ctx context.Context, key string, value []byte) (bool, error) {
 	if err := ctx.Err(); err != nil {
@@ -126,10 +127,10 @@ func (s *Store) CompareAndDelete(ctx context.Context, key string, value []byte) 
 	return n == 1, nil
 }
 
-// Limits implements [readthrough.Limiter]: millisecond TTLs, and values up
+// Limits implements [store.Limiter]: millisecond TTLs, and values up
 // to Redis's default 512 MB.
-func (s *Store) Limits() readthrough.Limits {
-	return readthrough.Limits{TTLGranularity: time.Millisecond, MaxValueSize: maxValueSize}
+func (s *Store) Limits() store.Limits {
+	return store.Limits{TTLGranularity: time.Millisecond, MaxEntrySize: maxValueSize}
 }
 
 // roundTTL rounds ttl up to whole milliseconds, which is what PX takes.

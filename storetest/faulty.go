@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"github.com/readthrough-go/readthrough/store"
 	"context"
 	"errors"
 	"fmt"
@@ -37,7 +38,7 @@ type Fault struct {
 // injecting the faults you set, per operation. It is safe for concurrent
 // use, and its delays follow testing/synctest's clock inside a bubble.
 //
-// It always implements [readthrough.CompareAndDeleter]; when the wrapped
+// It always implements [store.CompareAndDeleter]; when the wrapped
 // store does not, CompareAndDelete returns an error matching
 // [errors.ErrUnsupported] and the cache falls back to Delete, as it would
 // with the wrapped store alone.
@@ -51,8 +52,8 @@ type FaultyStore struct {
 
 var (
 	_ readthrough.Store             = (*FaultyStore)(nil)
-	_ readthrough.CompareAndDeleter = (*FaultyStore)(nil)
-	_ readthrough.Limiter           = (*FaultyStore)(nil)
+	_ store.CompareAndDeleter = (*FaultyStore)(nil)
+	_ store.Limiter           = (*FaultyStore)(nil)
 )
 
 // NewFaultyStore wraps s, with no faults yet.
@@ -167,13 +168,13 @@ func (f *FaultyStore) Delete(ctx context.Context, key string) error {
 	return f.store.Delete(ctx, key)
 }
 
-// CompareAndDelete implements [readthrough.CompareAndDeleter] by passing
+// CompareAndDelete implements [store.CompareAndDeleter] by passing
 // through to the wrapped store.
 func (f *FaultyStore) CompareAndDelete(ctx context.Context, key string, value []byte) (bool, error) {
 	if err := f.enter(ctx, OpCompareAndDelete); err != nil {
 		return false, err
 	}
-	cad, ok := f.store.(readthrough.CompareAndDeleter)
+	cad, ok := f.store.(store.CompareAndDeleter)
 	if !ok {
 		return false, fmt.Errorf("storetest: wrapped %T has no CompareAndDelete: %w", f.store, errors.ErrUnsupported)
 	}
@@ -181,9 +182,9 @@ func (f *FaultyStore) CompareAndDelete(ctx context.Context, key string, value []
 }
 
 // Limits passes through the wrapped store's limits, if it declares any.
-func (f *FaultyStore) Limits() readthrough.Limits {
-	if l, ok := f.store.(readthrough.Limiter); ok {
+func (f *FaultyStore) Limits() store.Limits {
+	if l, ok := f.store.(store.Limiter); ok {
 		return l.Limits()
 	}
-	return readthrough.Limits{}
+	return store.Limits{}
 }

@@ -13,6 +13,7 @@
 package storetest
 
 import (
+	"github.com/readthrough-go/readthrough/store"
 	"bytes"
 	"context"
 	"errors"
@@ -142,8 +143,8 @@ func testEmptyValue(t *testing.T, s readthrough.Store, key func(string) string) 
 
 func testLargeValue(t *testing.T, s readthrough.Store, key func(string) string) {
 	n := 1 << 20
-	if l, ok := s.(readthrough.Limiter); ok {
-		if m := l.Limits().MaxValueSize; m > 0 && m < n+64 {
+	if l, ok := s.(store.Limiter); ok {
+		if m := l.Limits().MaxEntrySize; m > 0 && m < n+64 {
 			n = m - 64 // leave room for the key in stores that count it
 		}
 	}
@@ -257,7 +258,7 @@ func testCancelledContext(t *testing.T, s readthrough.Store, key func(string) st
 	_, err = s.SetIfAbsent(c, key("k"), []byte("v"), time.Minute)
 	check("SetIfAbsent", err)
 	check("Delete", s.Delete(c, key("k")))
-	if cad, ok := s.(readthrough.CompareAndDeleter); ok {
+	if cad, ok := s.(store.CompareAndDeleter); ok {
 		_, err = cad.CompareAndDelete(c, key("k"), []byte("v"))
 		if !errors.Is(err, errors.ErrUnsupported) {
 			check("CompareAndDelete", err)
@@ -266,9 +267,9 @@ func testCancelledContext(t *testing.T, s readthrough.Store, key func(string) st
 }
 
 func testCompareAndDelete(t *testing.T, s readthrough.Store, key func(string) string) {
-	cad, ok := s.(readthrough.CompareAndDeleter)
+	cad, ok := s.(store.CompareAndDeleter)
 	if !ok {
-		t.Skip("store does not implement readthrough.CompareAndDeleter; the cache falls back to Delete")
+		t.Skip("store does not implement store.CompareAndDeleter; the cache falls back to Delete")
 	}
 	deleted, err := cad.CompareAndDelete(ctx(t), key("lock"), []byte("token"))
 	if errors.Is(err, errors.ErrUnsupported) {
@@ -304,12 +305,12 @@ func testCompareAndDelete(t *testing.T, s readthrough.Store, key func(string) st
 }
 
 func testLimits(t *testing.T, s readthrough.Store, key func(string) string) {
-	l, ok := s.(readthrough.Limiter)
+	l, ok := s.(store.Limiter)
 	if !ok {
-		t.Skip("store does not implement readthrough.Limiter")
+		t.Skip("store does not implement store.Limiter")
 	}
 	lim := l.Limits()
-	if lim.MaxTTL < 0 || lim.TTLGranularity < 0 || lim.MaxValueSize < 0 {
+	if lim.MaxTTL < 0 || lim.TTLGranularity < 0 || lim.MaxEntrySize < 0 {
 		t.Fatalf("Limits() = %+v: negative limits", lim)
 	}
 	if lim.MaxTTL > 0 {
@@ -319,11 +320,11 @@ func testLimits(t *testing.T, s readthrough.Store, key func(string) string) {
 	}
 	// Probing a limit means sending a value past it; above 8 MB that costs
 	// more than it tells.
-	if lim.MaxValueSize > 0 && lim.MaxValueSize <= 8<<20 {
-		big := []byte(strings.Repeat("x", lim.MaxValueSize+1))
+	if lim.MaxEntrySize > 0 && lim.MaxEntrySize <= 8<<20 {
+		big := []byte(strings.Repeat("x", lim.MaxEntrySize+1))
 		if err := s.Set(ctx(t), key("too-big"), big, time.Minute); err == nil {
 			if _, ok, _ := s.Get(ctx(t), key("too-big")); ok {
-				t.Fatalf("a value of MaxValueSize+1 (%d) bytes was stored; the declared limit is wrong", len(big))
+				t.Fatalf("a value of MaxEntrySize+1 (%d) bytes was stored; the declared limit is wrong", len(big))
 			}
 		}
 	}

@@ -1,6 +1,7 @@
 package storetest_test
 
 import (
+	"github.com/readthrough-go/readthrough/store"
 	"context"
 	"errors"
 	"testing"
@@ -77,11 +78,11 @@ func TestCompareAndDeleteUnsupportedWhenWrappedStoreLacksIt(t *testing.T) {
 	fs := storetest.NewFaultyStore(plain{memstore.New()})
 	_, err := fs.CompareAndDelete(t.Context(), "k", []byte("v"))
 	assert.ErrorIs(t, err, errors.ErrUnsupported)
-	assert.Equal(t, readthrough.Limits{}, fs.Limits())
+	assert.Equal(t, store.Limits{}, fs.Limits())
 }
 
 func TestLimitsPassThrough(t *testing.T) {
 	t.Parallel()
 	fs := storetest.NewFaultyStore(memstore.New(memstore.WithMaxBytes(1000)))
-	assert.Equal(t, 1000, fs.Limits().MaxValueSize)
+	assert.Equal(t, 1000, fs.Limits().MaxEntrySize)
 }

@@ -9,6 +9,7 @@
 package main
 
 import (
+	"github.com/readthrough-go/readthrough/store"
 	"bufio"
 	"context"
 	"encoding/json"
@@ -488,7 +489,7 @@ func (l *landing) Set(ctx context.Context, key string, value []byte, ttl time.Du
 }
 
 func (l *landing) CompareAndDelete(ctx context.Context, key string, value []byte) (bool, error) {
-	return l.Store.(readthrough.CompareAndDeleter).CompareAndDelete(ctx, key, value)
+	return l.Store.(store.CompareAndDeleter).CompareAndDelete(ctx, key, value)
 }
 
 func waitingCost(addr string) {
