@@ -31,6 +31,7 @@ const (
 type Breaker struct {
 	threshold int32
 	coolDown  time.Duration
+	onChange  func(to string) // told of every transition: "open", "half-open", "closed"
 
 	state    atomic.Int32
 	failures atomic.Int32
@@ -38,9 +39,16 @@ type Breaker struct {
 	opens    atomic.Uint64
 }
 
-// New returns a closed breaker.
-func New(threshold int, coolDown time.Duration) *Breaker {
-	return &Breaker{threshold: int32(threshold), coolDown: coolDown}
+// New returns a closed breaker. onChange, if not nil, is told of every
+// transition, synchronously, by the call that caused it.
+func New(threshold int, coolDown time.Duration, onChange func(to string)) *Breaker {
+	return &Breaker{threshold: int32(threshold), coolDown: coolDown, onChange: onChange}
+}
+
+func (b *Breaker) changed(to string) {
+	if b.onChange != nil {
+		b.onChange(to)
+	}
 }
 
 // Allow reports whether a store call may go ahead. When it returns true
@@ -57,7 +65,11 @@ func (b *Breaker) Allow() bool {
 			return false
 		}
 		// The cool-down is over: the first caller probes.
-		return b.state.CompareAndSwap(open, halfOpen)
+		if b.state.CompareAndSwap(open, halfOpen) {
+			b.changed("half-open")
+			return true
+		}
+		return false
 	}
 	return false // a probe is already in flight
 }
@@ -70,7 +82,9 @@ func (b *Breaker) Done(o Outcome) {
 	switch o {
 	case Success:
 		b.failures.Store(0)
-		b.state.CompareAndSwap(halfOpen, closed)
+		if b.state.CompareAndSwap(halfOpen, closed) {
+			b.changed("closed")
+		}
 	case Failure:
 		if b.state.Load() == halfOpen {
 			b.trip(halfOpen)
@@ -93,6 +107,7 @@ func (b *Breaker) trip(from int32) {
 	if b.state.CompareAndSwap(from, open) {
 		b.failures.Store(0)
 		b.opens.Add(1)
+		b.changed("open")
 	}
 }
 

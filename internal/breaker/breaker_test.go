@@ -8,7 +8,7 @@ import (
 
 func TestOpensSkipsProbesCloses(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(3, 5*time.Second)
+		b := New(3, 5*time.Second, nil)
 		for range 2 {
 			if !b.Allow() {
 				t.Fatal("closed breaker refused a call")
@@ -49,7 +49,7 @@ func TestOpensSkipsProbesCloses(t *testing.T) {
 }
 
 func TestSuccessResetsTheCount(t *testing.T) {
-	b := New(2, time.Second)
+	b := New(2, time.Second, nil)
 	b.Done(Failure)
 	b.Done(Success)
 	b.Done(Failure)
@@ -60,7 +60,7 @@ func TestSuccessResetsTheCount(t *testing.T) {
 
 func TestIgnoredProbeLetsTheNextCallProbe(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
-		b := New(1, time.Second)
+		b := New(1, time.Second, nil)
 		b.Done(Failure)
 		time.Sleep(time.Second)
 		if !b.Allow() {
