@@ -3,6 +3,7 @@ package memstore_test
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/memstore"
@@ -18,4 +19,30 @@ func Example() {
 	})
 	fmt.Println(store.Keys())
 	// Output: [user:7]
+}
+
+// printer prints what a store tells it.
+type printer struct{}
+
+func (printer) Connected(complete bool) { fmt.Println("connected, complete:", complete) }
+func (printer) Changed(key string)      { fmt.Println("changed", key) }
+func (printer) Disconnected(err error)  { fmt.Println("disconnected:", err) }
+
+// A memstore tells its listeners of every change before the call that
+// made it returns: here a write, an overwrite and a delete under the
+// prefix, and none outside it.
+func ExampleStore_Notify() {
+	ctx := context.Background()
+	s := memstore.New()
+	stop, _ := s.Notify("user:", printer{})
+	defer stop()
+	_ = s.Set(ctx, "user:7", []byte("ada"), time.Minute)
+	_ = s.Set(ctx, "user:7", []byte("grace"), time.Minute)
+	_ = s.Set(ctx, "order:1", []byte("..."), time.Minute)
+	_ = s.Delete(ctx, "user:7")
+	// Output:
+	// connected, complete: true
+	// changed user:7
+	// changed user:7
+	// changed user:7
 }

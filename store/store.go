@@ -65,7 +65,8 @@ type CompareAndSwapper interface {
 	// A store may also report true when key already holds exactly value,
 	// so a call retried after its reply was lost stays idempotent; the
 	// cache's values are unique (a lease token, a write time), so this
-	// never lets a stale writer win.
+	// never lets a stale writer win. When old and value are equal, a swap
+	// still applies ttl: that is how the cache keeps a lease alive.
 	CompareAndSwap(ctx context.Context, key string, old, value []byte, ttl time.Duration) (swapped bool, err error)
 }
 
@@ -80,9 +81,9 @@ type CompareAndSwapper interface {
 type GetOrSetter interface {
 	// GetOrSet stores value under key with ttl if key holds nothing, and
 	// reports stored == true. Otherwise it returns the bytes key holds
-	// (owned by the caller) and stored == false. A store may also report
-	// stored == true when key already holds exactly value (a retry whose
-	// first reply was lost).
+	// (owned by the caller) and stored == false. Like SetIfAbsent, it must
+	// report stored == true when key already holds exactly value (a retry
+	// whose first reply was lost).
 	GetOrSet(ctx context.Context, key string, value []byte, ttl time.Duration) (current []byte, stored bool, err error)
 }
 
@@ -146,7 +147,10 @@ type Listener interface {
 
 // Batcher runs many single-key operations in one round trip (a pipeline,
 // a batch RPC). Each operation is atomic on its own; the batch as a whole
-// is not.
+// is not, and operations on the same key in one batch may run in any
+// order (the cache never puts two on one key). A client may send a batch
+// again after a lost reply, so each operation must be safe to run twice,
+// as the single-key methods are.
 type Batcher interface {
 	// Batch runs ops, filling each one's results. It must support the
 	// kinds Get, Set, SetIfAbsent and Delete, and GetOrSet and
@@ -201,7 +205,7 @@ type Op struct {
 	TTL   time.Duration // Set, SetIfAbsent, GetOrSet, CompareAndSwap
 
 	// Filled by Batch.
-	Result []byte // Get, GetOrSet: the bytes key holds (nil when absent, or when GetOrSet stored)
+	Result []byte // Get, GetOrSet: the bytes key holds, owned by the caller (nil when absent, or when GetOrSet stored)
 	OK     bool   // Get: found; SetIfAbsent, GetOrSet: stored; CompareAndSwap: swapped
 	Err    error  // this operation's failure
 }
@@ -224,6 +228,17 @@ type Limits struct {
 // failing on every write.
 type Limiter interface {
 	Limits() Limits
+}
+
+// Bounded is a promise that every method returns promptly (within a few
+// milliseconds) once its ctx is done, whatever the backend does: a hung
+// server, a blackholed connection. The cache calls such a store directly;
+// any other store that can block is called on a goroutine of the cache's,
+// which it abandons at the call's deadline (a goroutine and a channel per
+// call). redisstore and momentostore are Bounded; a wrapper that can delay
+// calls while ignoring ctx must not claim it.
+type Bounded interface {
+	Bounded()
 }
 
 // NonBlocking is a promise that no operation ever waits on I/O or on

@@ -14,7 +14,7 @@ import (
 // hangs, and StoreTimeout bounds what callers pay for it.
 func ExampleNewFaultyStore() {
 	store := storetest.NewFaultyStore(memstore.New())
-	store.Inject(storetest.OpGet, storetest.Fault{Delay: time.Hour})
+	store.InjectAll(storetest.Fault{Delay: time.Hour})
 	c, _ := readthrough.New[string, string](store, &readthrough.Options[string, string]{
 		StoreTimeout: 10 * time.Millisecond,
 	})
@@ -22,8 +22,24 @@ func ExampleNewFaultyStore() {
 		return "from the loader", nil
 	})
 	fmt.Println(v, err)
-	fmt.Println("store calls on a miss:", store.TotalCalls())
+	fmt.Println("the store was tried:", store.TotalCalls() > 0)
 	// Output:
 	// from the loader <nil>
-	// store calls on a miss: 5
+	// the store was tried: true
+}
+
+// A retried write must be idempotent: here the first SetIfAbsent takes
+// effect but its reply is lost, as when a connection drops after the
+// server applied the command, and the retry must still report success.
+func ExampleFault_loseReply() {
+	ctx := context.Background()
+	store := storetest.NewFaultyStore(memstore.New())
+	store.Inject(storetest.OpSetIfAbsent, storetest.Fault{LoseReply: true, Times: 1})
+	_, err := store.SetIfAbsent(ctx, "lock", []byte("token"), time.Minute)
+	fmt.Println(err)
+	stored, err := store.SetIfAbsent(ctx, "lock", []byte("token"), time.Minute)
+	fmt.Println(stored, err)
+	// Output:
+	// SetIfAbsent: reply lost: storetest: injected store failure
+	// true <nil>
 }

@@ -8,65 +8,124 @@
 //		storetest.Run(t, func(t *testing.T) readthrough.Store { return mystore.New(...) })
 //	}
 //
+// Run checks the four methods of the Store interface, and each optional
+// capability of package store that the store has (a capability whose
+// method returns an error matching [errors.ErrUnsupported] counts as
+// absent). A store over a remote server also passes [Options.NewPeer] to
+// [RunWithOptions], so notifications are checked across two clients.
+//
 // A service's test wraps its fake store with [NewFaultyStore] to see how
-// it behaves when the cache fails or slows down.
+// it behaves when the cache fails, slows down, loses replies or returns
+// damaged bytes; [Plain] hides a store's capabilities to test the
+// generic path.
 package storetest
 
 import (
-	"github.com/readthrough-go/readthrough/store"
 	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/readthrough-go/readthrough"
+	"github.com/readthrough-go/readthrough/store"
 )
 
 // ttl is the short TTL the expiry tests use: long enough for a remote
 // store's round trip, short enough to keep the suite quick.
 const ttl = 300 * time.Millisecond
 
+// Options adapt [RunWithOptions] to a store that needs more than a
+// constructor. The zero value is what [Run] uses.
+type Options struct {
+	// NewPeer returns a second store value over the same backend as s
+	// (another client of the same server, as another process would have).
+	// When set, the notification tests also write through the peer and
+	// expect listeners registered on s to hear of it. An in-process store
+	// may return s itself.
+	NewPeer func(t *testing.T, s readthrough.Store) readthrough.Store
+}
+
 // Run runs the conformance suite against stores made by newStore, one per
 // subtest. Each store must be empty, or at least hold none of the keys the
-// suite uses (they start with "storetest:" and a per-subtest random part).
-// The expiry tests wait in real time, about a second in all, since a
+// suite uses (they start with "storetest:" and a per-subtest unique part).
+// The expiry tests wait in real time, a few seconds in all, since a
 // remote store's clock cannot be faked.
 func Run(t *testing.T, newStore func(t *testing.T) readthrough.Store) {
 	t.Helper()
+	RunWithOptions(t, newStore, Options{})
+}
+
+// RunWithOptions is [Run] with options.
+func RunWithOptions(t *testing.T, newStore func(t *testing.T) readthrough.Store, opts Options) {
+	t.Helper()
 	for _, tc := range []struct {
 		name string
-		fn   func(*testing.T, readthrough.Store, func(string) string)
+		fn   func(*testing.T, *env)
 	}{
-		{"GetMissing", testGetMissing},
-		{"SetGet", testSetGet},
-		{"Overwrite", testOverwrite},
-		{"BinarySafe", testBinarySafe},
-		{"EmptyValue", testEmptyValue},
-		{"LargeValue", testLargeValue},
-		{"CallerOwnsSlices", testCallerOwnsSlices},
-		{"Expiry", testExpiry},
-		{"SetIfAbsent", testSetIfAbsent},
-		{"SetIfAbsentAfterExpiry", testSetIfAbsentAfterExpiry},
-		{"SetIfAbsentConcurrent", testSetIfAbsentConcurrent},
-		{"Delete", testDelete},
-		{"CancelledContext", testCancelledContext},
-		{"CompareAndDelete", testCompareAndDelete},
-		{"Limits", testLimits},
+		{"GetMissing", basic(testGetMissing)},
+		{"SetGet", basic(testSetGet)},
+		{"Overwrite", basic(testOverwrite)},
+		{"BinarySafe", basic(testBinarySafe)},
+		{"EmptyValue", basic(testEmptyValue)},
+		{"LargeValue", basic(testLargeValue)},
+		{"CallerOwnsSlices", basic(testCallerOwnsSlices)},
+		{"Expiry", basic(testExpiry)},
+		{"SetIfAbsent", basic(testSetIfAbsent)},
+		{"SetIfAbsentIdempotent", basic(testSetIfAbsentIdempotent)},
+		{"SetIfAbsentAfterExpiry", basic(testSetIfAbsentAfterExpiry)},
+		{"SetIfAbsentConcurrent", basic(testSetIfAbsentConcurrent)},
+		{"Delete", basic(testDelete)},
+		{"CancelledContext", basic(testCancelledContext)},
+		{"CompareAndSwap", basic(testCompareAndSwap)},
+		{"CompareAndSwapTTL", basic(testCompareAndSwapTTL)},
+		{"CompareAndSwapConcurrent", basic(testCompareAndSwapConcurrent)},
+		{"GetOrSet", basic(testGetOrSet)},
+		{"GetOrSetExpiry", basic(testGetOrSetExpiry)},
+		{"GetOrSetConcurrent", basic(testGetOrSetConcurrent)},
+		{"CompareAndDelete", basic(testCompareAndDelete)},
+		{"Batch", basic(testBatch)},
+		{"BatchEmpty", basic(testBatchEmpty)},
+		{"BatchCancelled", basic(testBatchCancelled)},
+		{"NotifyConnected", testNotifyConnected},
+		{"NotifyChanges", testNotifyChanges},
+		{"NotifyPeerChanges", testNotifyPeerChanges},
+		{"NotifyPrefix", testNotifyPrefix},
+		{"NotifyOverlapping", testNotifyOverlapping},
+		{"NotifyExpiry", testNotifyExpiry},
+		{"NotifyStop", testNotifyStop},
+		{"Limits", basic(testLimits)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := newStore(t)
 			prefix := fmt.Sprintf("storetest:%s:%d:", tc.name, time.Now().UnixNano())
-			tc.fn(t, s, func(k string) string { return prefix + k })
+			e := &env{s: s, key: func(k string) string { return prefix + k }}
+			if opts.NewPeer != nil {
+				e.peer = func() readthrough.Store { return opts.NewPeer(t, s) }
+			}
+			tc.fn(t, e)
 		})
 	}
 }
 
+// env is what a subtest works on.
+type env struct {
+	s    readthrough.Store
+	key  func(string) string      // the subtest's own key for a name
+	peer func() readthrough.Store // nil without Options.NewPeer
+}
+
+func basic(fn func(*testing.T, readthrough.Store, func(string) string)) func(*testing.T, *env) {
+	return func(t *testing.T, e *env) { fn(t, e.s, e.key) }
+}
+
 func ctx(t *testing.T) context.Context { return t.Context() }
+
+// isUnsupported reports whether err says a capability is absent.
+func isUnsupported(err error) bool { return errors.Is(err, errors.ErrUnsupported) }
 
 func mustSet(t *testing.T, s readthrough.Store, key string, value []byte, d time.Duration) {
 	t.Helper()
@@ -145,7 +204,7 @@ func testLargeValue(t *testing.T, s readthrough.Store, key func(string) string) 
 	n := 1 << 20
 	if l, ok := s.(store.Limiter); ok {
 		if m := l.Limits().MaxEntrySize; m > 0 && m < n+64 {
-			n = m - 64 // leave room for the key in stores that count it
+			n = m - 64 // leave room for the key, which the limit counts
 		}
 	}
 	v := bytes.Repeat([]byte("0123456789abcdef"), n/16+1)[:n]
@@ -189,6 +248,23 @@ func testSetIfAbsent(t *testing.T, s readthrough.Store, key func(string) string)
 		t.Fatalf("SetIfAbsent after Delete = %v, %v; want true, nil", ok, err)
 	}
 	wantValue(t, s, key("k"), []byte("third"))
+}
+
+// testSetIfAbsentIdempotent: a SetIfAbsent retried after its reply was
+// lost finds its own value, and must report true, or the cache would think
+// another process holds the lock it took.
+func testSetIfAbsentIdempotent(t *testing.T, s readthrough.Store, key func(string) string) {
+	for i, want := range []bool{true, true} {
+		ok, err := s.SetIfAbsent(ctx(t), key("k"), []byte("token"), time.Minute)
+		if err != nil || ok != want {
+			t.Fatalf("SetIfAbsent #%d of the same value = %v, %v; want %v, nil (a retry must stay idempotent)", i+1, ok, err, want)
+		}
+	}
+	ok, err := s.SetIfAbsent(ctx(t), key("k"), []byte("other"), time.Minute)
+	if err != nil || ok {
+		t.Fatalf("SetIfAbsent of another value on a held key = %v, %v; want false, nil", ok, err)
+	}
+	wantValue(t, s, key("k"), []byte("token"))
 }
 
 func testSetIfAbsentAfterExpiry(t *testing.T, s readthrough.Store, key func(string) string) {
@@ -252,6 +328,13 @@ func testCancelledContext(t *testing.T, s readthrough.Store, key func(string) st
 			t.Errorf("%s on a cancelled context: err = %v, want one matching context.Canceled", op, err)
 		}
 	}
+	// A capability's method may say it is absent instead.
+	checkCap := func(op string, err error) {
+		t.Helper()
+		if !isUnsupported(err) {
+			check(op, err)
+		}
+	}
 	_, _, err := s.Get(c, key("k"))
 	check("Get", err)
 	check("Set", s.Set(c, key("k"), []byte("v"), time.Minute))
@@ -260,72 +343,14 @@ func testCancelledContext(t *testing.T, s readthrough.Store, key func(string) st
 	check("Delete", s.Delete(c, key("k")))
 	if cad, ok := s.(store.CompareAndDeleter); ok {
 		_, err = cad.CompareAndDelete(c, key("k"), []byte("v"))
-		if !errors.Is(err, errors.ErrUnsupported) {
-			check("CompareAndDelete", err)
-		}
+		checkCap("CompareAndDelete", err)
 	}
-}
-
-func testCompareAndDelete(t *testing.T, s readthrough.Store, key func(string) string) {
-	cad, ok := s.(store.CompareAndDeleter)
-	if !ok {
-		t.Skip("store does not implement store.CompareAndDeleter; the cache falls back to Delete")
+	if cas, ok := s.(store.CompareAndSwapper); ok {
+		_, err = cas.CompareAndSwap(c, key("k"), []byte("v"), []byte("w"), time.Minute)
+		checkCap("CompareAndSwap", err)
 	}
-	deleted, err := cad.CompareAndDelete(ctx(t), key("lock"), []byte("token"))
-	if errors.Is(err, errors.ErrUnsupported) {
-		t.Skipf("CompareAndDelete is unsupported by the wrapped store: %v", err)
-	}
-	if err != nil || deleted {
-		t.Fatalf("CompareAndDelete of a missing key = %v, %v; want false, nil", deleted, err)
-	}
-	mustSet(t, s, key("lock"), []byte("token-a"), time.Minute)
-	deleted, err = cad.CompareAndDelete(ctx(t), key("lock"), []byte("token-b"))
-	if err != nil || deleted {
-		t.Fatalf("CompareAndDelete with another value = %v, %v; want false, nil", deleted, err)
-	}
-	wantValue(t, s, key("lock"), []byte("token-a"))
-	deleted, err = cad.CompareAndDelete(ctx(t), key("lock"), []byte("token-a"))
-	if err != nil || !deleted {
-		t.Fatalf("CompareAndDelete with the held value = %v, %v; want true, nil", deleted, err)
-	}
-	// A store with no native conditional delete may let the key live out
-	// its shortest TTL (Momento: 1 ms); it must be gone soon after.
-	for deadline := time.Now().Add(time.Second); ; time.Sleep(5 * time.Millisecond) {
-		_, ok, err := s.Get(ctx(t), key("lock"))
-		if err != nil {
-			t.Fatalf("Get after CompareAndDelete: %v", err)
-		}
-		if !ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the key is still there 1s after CompareAndDelete reported deleting it")
-		}
-	}
-}
-
-func testLimits(t *testing.T, s readthrough.Store, key func(string) string) {
-	l, ok := s.(store.Limiter)
-	if !ok {
-		t.Skip("store does not implement store.Limiter")
-	}
-	lim := l.Limits()
-	if lim.MaxTTL < 0 || lim.TTLGranularity < 0 || lim.MaxEntrySize < 0 {
-		t.Fatalf("Limits() = %+v: negative limits", lim)
-	}
-	if lim.MaxTTL > 0 {
-		// The longest TTL the store declares must be accepted.
-		mustSet(t, s, key("max-ttl"), []byte("v"), lim.MaxTTL)
-		wantValue(t, s, key("max-ttl"), []byte("v"))
-	}
-	// Probing a limit means sending a value past it; above 8 MB that costs
-	// more than it tells.
-	if lim.MaxEntrySize > 0 && lim.MaxEntrySize <= 8<<20 {
-		big := []byte(strings.Repeat("x", lim.MaxEntrySize+1))
-		if err := s.Set(ctx(t), key("too-big"), big, time.Minute); err == nil {
-			if _, ok, _ := s.Get(ctx(t), key("too-big")); ok {
-				t.Fatalf("a value of MaxEntrySize+1 (%d) bytes was stored; the declared limit is wrong", len(big))
-			}
-		}
+	if gs, ok := s.(store.GetOrSetter); ok {
+		_, _, err = gs.GetOrSet(c, key("k"), []byte("v"), time.Minute)
+		checkCap("GetOrSet", err)
 	}
 }
