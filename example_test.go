@@ -141,7 +141,7 @@ func Example_failOpen() {
 
 	v, err := c.GetOrLoad(ctx, "k", func(ctx context.Context, k string) (string, error) { return "fresh", nil })
 	fmt.Println(v, err, "store errors:", c.Stats().StoreErrors)
-	// Output: fresh <nil> store errors: 3
+	// Output: fresh <nil> store errors: 1
 }
 
 // []byte and string values are stored as they are; other types as JSON

@@ -16,10 +16,11 @@ import (
 // whatever the caller passes; the namespace is kept in front.
 const MaxKeyLen = 250
 
-// lockPrefix starts every lock key. Value keys never start with it: a
+// lockPrefix started the separate lock keys of releases before leases
+// lived in the value key; processes of such a release may still share the
+// store during a rolling upgrade. Value keys never start with it: a
 // namespace may not contain NUL, and with no namespace a key that starts
-// with NUL is hashed. So no user key can ever name a lock, and releasing
-// a lock can never delete a value.
+// with NUL is hashed.
 const lockPrefix = "\x00lock:"
 
 const hashPrefix = "sha256:"
@@ -35,9 +36,6 @@ func storeKey(namespace, k string) string {
 	}
 	return namespace + ":" + k
 }
-
-// lockKey is the key of the distributed lock guarding storeKey s.
-func lockKey(s string) string { return lockPrefix + s }
 
 // defaultKeyFunc returns the key function for K when the caller gave none:
 // K's string form for string kinds, its decimal form for integer kinds,

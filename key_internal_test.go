@@ -5,8 +5,9 @@ import (
 	"testing"
 )
 
-// FuzzStoreKey: no value key can ever be a lock key, whatever the namespace
-// and key; keys stay bounded; distinct short keys stay distinct.
+// FuzzStoreKey: no value key can ever be a lock key of an earlier release
+// (which may share the store during a rolling upgrade), whatever the
+// namespace and key; keys stay bounded; distinct short keys stay distinct.
 func FuzzStoreKey(f *testing.F) {
 	for _, s := range [][3]string{
 		{"product", "42", "43"}, {"", "x", "x:lock"}, {"", "\x00lock:x", "x"},
@@ -23,9 +24,6 @@ func FuzzStoreKey(f *testing.F) {
 			if strings.HasPrefix(v, lockPrefix[:1]) {
 				t.Fatalf("value key %q starts like a lock key", v)
 			}
-		}
-		if v1 == lockKey(v2) || v2 == lockKey(v1) {
-			t.Fatalf("value key equals a lock key: %q %q", v1, v2)
 		}
 		if limit := len(ns) + 1 + max(MaxKeyLen, len(hashPrefix)+64); len(v1) > limit {
 			t.Fatalf("key of %d bytes is above %d", len(v1), limit)

@@ -7,13 +7,18 @@ func (c *Cache[K, V]) isNotFound(err error) bool {
 	return errors.Is(err, ErrNotFound) || c.cfg.IsNotFound != nil && c.cfg.IsNotFound(err)
 }
 
-// notFound makes err match ErrNotFound, keeping err itself in the chain so
-// callers can still match it (sql.ErrNoRows, say).
-func notFound(err error) error {
-	if errors.Is(err, ErrNotFound) {
-		return err
+// notFoundAs is the one error a Cache returns for every not-found: target
+// (Options.NotFoundError) wrapped so it also matches ErrNotFound, or
+// ErrNotFound itself. It is built once, so a cached not-found costs no
+// allocation.
+func notFoundAs(target error) error {
+	if target == nil || errors.Is(target, ErrNotFound) {
+		if target == nil {
+			return ErrNotFound
+		}
+		return target
 	}
-	return &notFoundError{err}
+	return &notFoundError{target}
 }
 
 type notFoundError struct{ err error }

@@ -1,42 +1,29 @@
 package readthrough
 
 import (
+	"encoding"
+	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/readthrough-go/readthrough/store"
 	"log/slog"
 	"math"
+	"reflect"
 	"strings"
 	"time"
-)
 
-// Defaults for zero [Options] and [LockOptions] fields.
-const (
-	DefaultTTL              = 5 * time.Minute
-	DefaultStoreTimeout     = time.Second
-	DefaultLoadTimeout      = 30 * time.Second
-	DefaultLockTTL          = 5 * time.Second
-	DefaultPollInterval     = time.Millisecond
-	DefaultMaxPollInterval  = 3 * time.Millisecond
-	DefaultRetakeInterval   = 20 * time.Millisecond
-	DefaultFailSafeThrottle = 10 * time.Second
-	DefaultBreakerCoolDown  = 5 * time.Second
-	DefaultMaxRefreshes     = 64
+	"github.com/readthrough-go/readthrough/store"
 )
-
-// ErrInvalidOptions is wrapped by every error [New] returns for options it
-// cannot accept.
-var ErrInvalidOptions = errors.New("readthrough: invalid options")
 
 // Options configures a [Cache]. The zero value, like a nil *Options, means
-// every default.
+// every default. [New] rejects options that are negative, conflict, or
+// would do nothing, with an error matching [ErrInvalidOptions].
 type Options[K comparable, V any] struct {
 	// Namespace prefixes every store key: "product" gives "product:<key>",
 	// the key shape of the Momento read-through pattern, so other writers
 	// can share the cache. Empty adds no prefix. It may not contain NUL.
 	Namespace string
 
-	// TTL is how long a loaded value stays in the store. Default 5 minutes.
+	// TTL is how long a loaded value stays fresh. Default 5 minutes.
 	TTL time.Duration
 
 	// NegativeTTL is how long a not-found stays cached, so missing IDs do
@@ -44,10 +31,18 @@ type Options[K comparable, V any] struct {
 	// cached and every call for a missing key runs the loader.
 	NegativeTTL time.Duration
 
-	// TTLJitter, when positive, adds a random duration in [0, TTLJitter)
-	// to each write's TTL (value or not-found), so keys loaded together do
-	// not expire together. Zero: TTLs are exact.
-	TTLJitter time.Duration
+	// NotFoundError is the error every not-found is returned as: from the
+	// loader, from a cached not-found, from another process's load. It is
+	// wrapped so it matches both itself and [ErrNotFound]; set it to
+	// sql.ErrNoRows, say, so a caching decorator keeps its repository's
+	// contract on every path. Nil: ErrNotFound itself.
+	NotFoundError error
+
+	// IsNotFound reports whether a loader error means "no such key", to be
+	// cached for NegativeTTL like [ErrNotFound]. Use it to map errors you
+	// do not control, such as sql.ErrNoRows or an HTTP 404. Errors that
+	// match ErrNotFound count as not-found whatever it says.
+	IsNotFound func(error) bool
 
 	// KeyFunc derives the store key from K. Required unless K's underlying
 	// type is a string or an integer, which are used as they are (integers
@@ -58,61 +53,99 @@ type Options[K comparable, V any] struct {
 	// values, JSON for everything else.
 	Codec Codec[V]
 
-	// IsNotFound reports whether a loader error means "no such key", to be
-	// cached for NegativeTTL like [ErrNotFound]. Use it to map errors you
-	// do not control, such as sql.ErrNoRows or an HTTP 404. Errors that
-	// match ErrNotFound count as not-found whatever it says.
-	IsNotFound func(error) bool
+	// Near keeps decoded values in process memory, so repeat hits make no
+	// store call and no decode. Off unless MaxEntries is set.
+	Near NearOptions
 
-	// StoreTimeout bounds each store operation, so a hanging store costs
-	// callers at most this before the loader serves them. Default 1s.
+	// StoreTimeout bounds the store calls a request makes before its load
+	// (one budget for all of them) and each call made on its own. A
+	// request that meets a store failure or this timeout goes to the
+	// loader and touches the store no more, so a hung store costs a caller
+	// at most one StoreTimeout. Default 1s.
 	StoreTimeout time.Duration
 
-	// LoadTimeout bounds a shared load: the loader's context ends after
-	// it, whether or not any caller still waits. Default 30s.
+	// LoadTimeout bounds a load: the loader's context ends after it, and
+	// every caller waiting on the load returns at it with an error
+	// matching context.DeadlineExceeded, even if the loader ignores its
+	// context. Default 30s.
 	LoadTimeout time.Duration
 
-	// Logger receives store errors (at most one line per key burst of
-	// errors, see [Stats] for counts) and loader panics. Default: discard.
+	// Logger receives store errors (at most one line every 10 s), loader
+	// panics, and warnings about the namespace. Lines carry the attributes
+	// "namespace", "key", "op" and "err". Default: discard.
 	Logger *slog.Logger
 
-	// Lock configures the distributed lock that keeps processes sharing a
-	// store from loading the same key at once.
+	// Recorder receives every event: hits by source, misses, loads, store
+	// operations, lock waits, breaker transitions, near-cache evictions.
+	// [Cache.Stats] counts them whatever this is. Nil: none but Stats.
+	Recorder Recorder
+
+	// Lock configures the lease that keeps processes sharing a store from
+	// loading the same key at once.
 	Lock LockOptions
 
 	// The options below keep callers fast and served when the upstream is
-	// slow or down. All are off at their zero value.
+	// slow or down. All are off at their zero value. Each Cache applies
+	// its own: the stale windows of the process that wrote an entry do
+	// not decide what another process serves.
 
-	// StaleWhileRevalidate keeps an entry servable for this long after its
+	// StaleWhileRevalidate keeps a value servable for this long after its
 	// TTL: a call in that window gets the stale value at once
 	// ([SourceStale]) and starts one background refresh for the key (one
-	// per process, and one across processes through the lock: a refresh
-	// that finds the lock taken skips).
+	// per process, and one across processes through the key's lease).
 	StaleWhileRevalidate time.Duration
 
 	// EarlyRefresh is XFetch's β: with β > 0 a fresh hit starts a
 	// background refresh before expiry with probability rising as expiry
 	// nears, sooner for values that were slow to load (Vattani et al.,
 	// VLDB 2015: refresh when now − Δ·β·ln(rand()) ≥ expiry, Δ the last
-	// load's duration). 1 is the paper's choice; above 1 refreshes earlier.
-	// Hot keys then never expire under load, with no coordination.
+	// load's duration; for a value written by [Cache.Set], the duration of
+	// this Cache's recent loads, or 1% of TTL before any). 1 is the
+	// paper's choice; above 1 refreshes earlier.
 	EarlyRefresh float64
 
 	// FailSafe serves an expired value when its reload fails.
 	FailSafe FailSafeOptions
 
-	// SoftLoadTimeout, when a stale value is at hand (see FailSafe and
-	// StaleWhileRevalidate), returns it after this long instead of waiting
-	// for a slow load; the load goes on in the background and updates the
-	// cache. LoadTimeout stays the hard limit.
+	// SoftLoadTimeout, when FailSafe has an expired value at hand, returns
+	// it after this long instead of waiting for a slow load; the load goes
+	// on in the background and updates the cache. It needs FailSafe and
+	// must be below LoadTimeout, which stays the hard limit.
 	SoftLoadTimeout time.Duration
 
 	// Breaker skips the store after repeated failures.
 	Breaker BreakerOptions
 
+	// TTLJitter, when positive, adds a random duration in [0, TTLJitter)
+	// to each value's TTL, and the same share of NegativeTTL to a
+	// not-found's (TTLJitter·NegativeTTL/TTL), so keys written together do
+	// not expire together. Zero: TTLs are exact.
+	TTLJitter time.Duration
+
 	// MaxRefreshes bounds the background refreshes running at once; a
-	// refresh beyond it is skipped (counted). Default 64.
+	// refresh beyond it is skipped (counted). Only with
+	// StaleWhileRevalidate or EarlyRefresh. Default 64.
 	MaxRefreshes int
+}
+
+// NearOptions configures the near cache: a bounded in-process copy of decoded values in front of the store.
+//
+// A near copy is answered with [SourceNear]: no store call, no decode. It
+// is never served past its entry's fresh-until (a not-found's at most
+// NegativeTTL), and it is evicted when any writer changes the key, when
+// the store can tell (a store implementing store.Notifier, such as
+// redisstore and memstore): a Set, a Delete, another process's load, a
+// raw write by a script, an expiry. When the store's notification link is
+// lost, every copy is dropped at once. A store that cannot notify (or
+// while its link is down) bounds each copy's life by MaxAge.
+//
+// Copies are shared: every caller gets the same V. Treat values as
+// immutable, or give V a type whose copy shares nothing (no pointers,
+// slices or maps) — a caller that mutates a shared value changes it for
+// every later near hit.
+type NearOptions struct {
+	MaxEntries int           // 0: no near cache
+	MaxAge     time.Duration // the longest a copy is served when the store cannot tell this process about other writers' changes
 }
 
 // FailSafeOptions configures fail-safe: when a load fails (an error, a
@@ -132,12 +165,12 @@ type FailSafeOptions struct {
 }
 
 // BreakerOptions configures the store circuit breaker: after Failures
-// store errors in a row, the cache skips the store for CoolDown (the
+// failed store calls in a row, the cache skips the store for CoolDown (the
 // loader serves every call, counted in [Stats].StoreSkips), then lets one
-// call probe it. An outage then costs one StoreTimeout per cool-down,
-// not one per call.
+// call probe it. A request stops using the store after its first failure,
+// so Failures counts failed requests, plus failed background writes.
 type BreakerOptions struct {
-	// Failures is how many consecutive store errors open the breaker.
+	// Failures is how many consecutive store failures open the breaker.
 	// Zero turns the breaker off.
 	Failures int
 
@@ -145,42 +178,56 @@ type BreakerOptions struct {
 	CoolDown time.Duration
 }
 
-// LockOptions configures the distributed lock taken on a miss.
+// LockOptions configures the lease taken on a miss.
 //
-// On a miss, one process wins SetIfAbsent on the key's lock and loads;
-// the others poll the store for the value (one Get per poll), starting at
-// PollInterval and backing off with jitter up to MaxPollInterval, and
-// return it as soon as it lands. Every RetakeInterval they also try to
-// take the lock, in case its holder died; after MaxWait they load anyway.
-//
-// The defaults keep the wait after a value lands under about 4 ms (see
-// BENCHMARKS.md) for about 330 Gets per second per waiting process: only
-// one caller per process polls, whatever the number of callers.
+// On a miss, one flight in the fleet takes the key's lease (an entry in
+// the key itself) and loads; the others wait for the value to land. The
+// holder keeps its lease alive while it loads (with a store that can
+// compare-and-swap), so a load of any length up to LoadTimeout runs once;
+// a holder that dies frees the key within TTL. A waiter wakes when the
+// store tells it the key changed (store.Notifier), or else polls it.
 type LockOptions struct {
-	// Disabled turns the distributed lock off: only the in-process
-	// single-flight remains, so each process loads once per key.
+	// Disabled turns the lease off: only the in-process single-flight
+	// remains, so each process loads once per key.
 	Disabled bool
 
-	// TTL is how long the lock lives: the longest a crashed loader can
-	// hold a key. Keep it above your slowest load, or a second process
-	// may load while the first still runs. Default 5s.
+	// TTL is how long a lease lives without being kept alive: how soon a
+	// key whose holder crashed can be loaded again. Default 5s.
 	TTL time.Duration
 
-	// PollInterval is the first wait between polls. Default 1ms.
+	// MaxWait is how long a flight waits on another's live lease before
+	// it loads anyway. Default: LoadTimeout; it may not be longer.
+	MaxWait time.Duration
+
+	// Tuning: how waiters watch the key. The defaults suit most stores.
+
+	// PollInterval is the first wait between polls when the store cannot
+	// notify. Default 1ms.
 	PollInterval time.Duration
 
-	// MaxPollInterval caps the backoff between polls: a waiter returns at
-	// most about this long after the value lands. Default 3ms.
+	// MaxPollInterval caps the backoff between those polls: a waiter
+	// returns at most about this long after the value lands. Default 3ms.
 	MaxPollInterval time.Duration
 
-	// RetakeInterval is how often a waiter also tries to take the lock, so
-	// a lock whose holder died (and expired) is taken over. Default 20ms.
-	RetakeInterval time.Duration
-
-	// MaxWait is how long a process waits on another's lock before it
-	// loads anyway. Default: TTL.
-	MaxWait time.Duration
+	// NotifiedPollInterval is how often a waiter still polls when the
+	// store notifies changes: a safety net for a lease that expires
+	// without a notification. Default TTL/10.
+	NotifiedPollInterval time.Duration
 }
+
+// Defaults for zero [Options] fields.
+const (
+	DefaultTTL              = 5 * time.Minute
+	DefaultStoreTimeout     = time.Second
+	DefaultLoadTimeout      = 30 * time.Second
+	DefaultLockTTL          = 5 * time.Second
+	DefaultPollInterval     = time.Millisecond
+	DefaultMaxPollInterval  = 3 * time.Millisecond
+	DefaultFailSafeThrottle = 10 * time.Second
+	DefaultBreakerCoolDown  = 5 * time.Second
+	DefaultMaxRefreshes     = 64
+	DefaultNearMaxAge       = time.Second
+)
 
 // config is Options with defaults filled and derived values computed.
 type config[K comparable, V any] struct {
@@ -195,8 +242,8 @@ func (c *config[K, V]) staleWindow() time.Duration {
 }
 
 func newConfig[K comparable, V any](st Store, opts *Options[K, V]) (*config[K, V], error) {
-	if st == nil {
-		return nil, fmt.Errorf("%w: nil store", ErrInvalidOptions)
+	if isNil(st) {
+		return nil, fmt.Errorf("%w: nil store (%T)", ErrInvalidOptions, st)
 	}
 	c := &config[K, V]{}
 	if opts != nil {
@@ -209,40 +256,24 @@ func newConfig[K comparable, V any](st Store, opts *Options[K, V]) (*config[K, V
 		return nil, err
 	}
 	o := &c.Options
-	if o.TTL == 0 {
-		o.TTL = DefaultTTL
-	}
-	if o.StoreTimeout == 0 {
-		o.StoreTimeout = DefaultStoreTimeout
-	}
-	if o.LoadTimeout == 0 {
-		o.LoadTimeout = DefaultLoadTimeout
-	}
-	if o.Lock.TTL == 0 {
-		o.Lock.TTL = DefaultLockTTL
-	}
-	if o.Lock.PollInterval == 0 {
-		o.Lock.PollInterval = DefaultPollInterval
-	}
-	if o.Lock.MaxPollInterval == 0 {
-		o.Lock.MaxPollInterval = max(DefaultMaxPollInterval, o.Lock.PollInterval)
-	}
-	if o.Lock.MaxWait == 0 {
-		o.Lock.MaxWait = o.Lock.TTL
-	}
-	if o.Lock.RetakeInterval == 0 {
-		o.Lock.RetakeInterval = DefaultRetakeInterval
-	}
-	if o.FailSafe.Throttle == 0 {
-		o.FailSafe.Throttle = DefaultFailSafeThrottle
-	}
-	if o.Breaker.CoolDown == 0 {
-		o.Breaker.CoolDown = DefaultBreakerCoolDown
-	}
-	if o.MaxRefreshes == 0 {
-		o.MaxRefreshes = DefaultMaxRefreshes
+	setDefault(&o.TTL, DefaultTTL)
+	setDefault(&o.StoreTimeout, DefaultStoreTimeout)
+	setDefault(&o.LoadTimeout, DefaultLoadTimeout)
+	setDefault(&o.Lock.TTL, DefaultLockTTL)
+	setDefault(&o.Lock.MaxWait, o.LoadTimeout)
+	setDefault(&o.Lock.PollInterval, DefaultPollInterval)
+	setDefault(&o.Lock.MaxPollInterval, max(DefaultMaxPollInterval, o.Lock.PollInterval))
+	setDefault(&o.Lock.NotifiedPollInterval, o.Lock.TTL/10)
+	setDefault(&o.FailSafe.Throttle, DefaultFailSafeThrottle)
+	setDefault(&o.Breaker.CoolDown, DefaultBreakerCoolDown)
+	setDefault(&o.MaxRefreshes, DefaultMaxRefreshes)
+	if o.Near.MaxEntries > 0 {
+		setDefault(&o.Near.MaxAge, DefaultNearMaxAge)
 	}
 	if o.Codec == nil {
+		if err := jsonEncodable(reflect.TypeFor[V]()); err != nil {
+			return nil, fmt.Errorf("%w: value type %v cannot be encoded as JSON (%v); set Options.Codec", ErrInvalidOptions, reflect.TypeFor[V](), err)
+		}
 		o.Codec = defaultCodec[V]()
 	}
 	if o.KeyFunc == nil {
@@ -255,17 +286,29 @@ func newConfig[K comparable, V any](st Store, opts *Options[K, V]) (*config[K, V
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	// Checked after defaults, so a store's MaxTTL also catches the default TTL.
-	if err := c.validateLimits(); err != nil {
+	// Checked after defaults: a store's MaxTTL also catches a default, and
+	// MaxWait's default follows LoadTimeout.
+	if err := c.validateFilled(); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
+func setDefault[T comparable](p *T, def T) {
+	var zero T
+	if *p == zero {
+		*p = def
+	}
+}
+
+func invalid(format string, args ...any) error {
+	return fmt.Errorf("%w: "+format, append([]any{ErrInvalidOptions}, args...)...)
+}
+
 func (c *config[K, V]) validate() error {
 	o := &c.Options
 	if strings.IndexByte(o.Namespace, 0) >= 0 {
-		return fmt.Errorf("%w: Namespace %q contains a NUL byte", ErrInvalidOptions, o.Namespace)
+		return invalid("Namespace %q contains a NUL byte", o.Namespace)
 	}
 	for _, d := range []struct {
 		name string
@@ -277,39 +320,66 @@ func (c *config[K, V]) validate() error {
 		{"StoreTimeout", o.StoreTimeout},
 		{"LoadTimeout", o.LoadTimeout},
 		{"Lock.TTL", o.Lock.TTL},
+		{"Lock.MaxWait", o.Lock.MaxWait},
 		{"Lock.PollInterval", o.Lock.PollInterval},
 		{"Lock.MaxPollInterval", o.Lock.MaxPollInterval},
-		{"Lock.MaxWait", o.Lock.MaxWait},
-		{"Lock.RetakeInterval", o.Lock.RetakeInterval},
+		{"Lock.NotifiedPollInterval", o.Lock.NotifiedPollInterval},
 		{"StaleWhileRevalidate", o.StaleWhileRevalidate},
 		{"FailSafe.MaxStale", o.FailSafe.MaxStale},
 		{"FailSafe.Throttle", o.FailSafe.Throttle},
 		{"SoftLoadTimeout", o.SoftLoadTimeout},
 		{"Breaker.CoolDown", o.Breaker.CoolDown},
+		{"Near.MaxAge", o.Near.MaxAge},
 	} {
 		if d.v < 0 {
-			return fmt.Errorf("%w: %s is negative (%v)", ErrInvalidOptions, d.name, d.v)
+			return invalid("%s is negative (%v)", d.name, d.v)
 		}
 	}
-	if o.EarlyRefresh < 0 || math.IsNaN(o.EarlyRefresh) || math.IsInf(o.EarlyRefresh, 0) {
-		return fmt.Errorf("%w: EarlyRefresh must be a finite β >= 0 (got %v)", ErrInvalidOptions, o.EarlyRefresh)
+	switch {
+	case o.EarlyRefresh < 0 || math.IsNaN(o.EarlyRefresh) || math.IsInf(o.EarlyRefresh, 0):
+		return invalid("EarlyRefresh must be a finite β >= 0 (got %v)", o.EarlyRefresh)
+	case o.Breaker.Failures < 0:
+		return invalid("Breaker.Failures is negative (%d)", o.Breaker.Failures)
+	case o.MaxRefreshes < 0:
+		return invalid("MaxRefreshes is negative (%d)", o.MaxRefreshes)
+	case o.Near.MaxEntries < 0:
+		return invalid("Near.MaxEntries is negative (%d)", o.Near.MaxEntries)
+	case o.Lock.MaxPollInterval > 0 && o.Lock.PollInterval > o.Lock.MaxPollInterval:
+		return invalid("Lock.PollInterval (%v) is above Lock.MaxPollInterval (%v)", o.Lock.PollInterval, o.Lock.MaxPollInterval)
 	}
-	if o.Breaker.Failures < 0 {
-		return fmt.Errorf("%w: Breaker.Failures is negative (%d)", ErrInvalidOptions, o.Breaker.Failures)
-	}
-	if o.MaxRefreshes < 0 {
-		return fmt.Errorf("%w: MaxRefreshes is negative (%d)", ErrInvalidOptions, o.MaxRefreshes)
-	}
-	if o.Lock.MaxPollInterval > 0 && o.Lock.PollInterval > o.Lock.MaxPollInterval {
-		return fmt.Errorf("%w: Lock.PollInterval (%v) is above Lock.MaxPollInterval (%v)",
-			ErrInvalidOptions, o.Lock.PollInterval, o.Lock.MaxPollInterval)
+	// Options that would do nothing are mistakes: say so now, not in an
+	// outage when the option was meant to help.
+	switch {
+	case o.FailSafe.Throttle > 0 && o.FailSafe.MaxStale == 0:
+		return invalid("FailSafe.Throttle is set but FailSafe.MaxStale is zero, so fail-safe is off")
+	case o.SoftLoadTimeout > 0 && o.FailSafe.MaxStale == 0:
+		return invalid("SoftLoadTimeout needs FailSafe.MaxStale: it returns the expired value fail-safe keeps, and there is none " +
+			"(StaleWhileRevalidate alone never waits for a load, so it has no use for it)")
+	case o.Breaker.CoolDown > 0 && o.Breaker.Failures == 0:
+		return invalid("Breaker.CoolDown is set but Breaker.Failures is zero, so the breaker is off")
+	case o.MaxRefreshes > 0 && o.StaleWhileRevalidate == 0 && o.EarlyRefresh == 0:
+		return invalid("MaxRefreshes is set but neither StaleWhileRevalidate nor EarlyRefresh refreshes in the background")
+	case o.Near.MaxAge > 0 && o.Near.MaxEntries == 0:
+		return invalid("Near.MaxAge is set but Near.MaxEntries is zero, so the near cache is off")
+	case o.Lock.Disabled && (o.Lock.TTL != 0 || o.Lock.MaxWait != 0 || o.Lock.PollInterval != 0 ||
+		o.Lock.MaxPollInterval != 0 || o.Lock.NotifiedPollInterval != 0):
+		return invalid("Lock.Disabled is set along with other Lock options, which then do nothing")
 	}
 	return nil
 }
 
-// validateLimits checks the filled options against the store's limits.
-func (c *config[K, V]) validateLimits() error {
-	l, o := c.limits, &c.Options
+// validateFilled checks what can only be checked with defaults filled in.
+func (c *config[K, V]) validateFilled() error {
+	o := &c.Options
+	switch {
+	case o.Lock.MaxWait > o.LoadTimeout:
+		return invalid("Lock.MaxWait (%v) is above LoadTimeout (%v): a waiter's callers would all have timed out", o.Lock.MaxWait, o.LoadTimeout)
+	case o.SoftLoadTimeout >= o.LoadTimeout:
+		if o.SoftLoadTimeout > 0 {
+			return invalid("SoftLoadTimeout (%v) is not below LoadTimeout (%v), so it never fires", o.SoftLoadTimeout, o.LoadTimeout)
+		}
+	}
+	l := c.limits
 	if l.MaxTTL <= 0 {
 		return nil
 	}
@@ -319,13 +389,86 @@ func (c *config[K, V]) validateLimits() error {
 	}
 	checks := []check{{"TTL+TTLJitter+stale window", o.TTL + o.TTLJitter + c.staleWindow()}, {"Lock.TTL", o.Lock.TTL}}
 	if o.NegativeTTL > 0 {
-		checks = append(checks, check{"NegativeTTL+TTLJitter", o.NegativeTTL + o.TTLJitter})
+		checks = append(checks, check{"NegativeTTL+its jitter", o.NegativeTTL + c.negativeJitter()})
 	}
 	for _, d := range checks {
 		if d.v > l.MaxTTL {
-			return fmt.Errorf("%w: %s (%v) is above the store's longest TTL (%v)",
-				ErrInvalidOptions, d.name, d.v, l.MaxTTL)
+			return invalid("%s (%v) is above the store's longest TTL (%v)", d.name, d.v, l.MaxTTL)
 		}
 	}
 	return nil
 }
+
+// negativeJitter is TTLJitter scaled to NegativeTTL, so a 30 s not-found
+// is not stretched by a jitter meant for a 10 min value.
+func (c *config[K, V]) negativeJitter() time.Duration {
+	if c.TTLJitter <= 0 || c.TTL <= 0 {
+		return 0
+	}
+	return time.Duration(float64(c.TTLJitter) * float64(c.NegativeTTL) / float64(c.TTL))
+}
+
+// isNil reports whether v is nil or an interface holding a nil pointer,
+// map, slice, func or chan: a store New could only crash on later.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	switch rv := reflect.ValueOf(v); rv.Kind() {
+	case reflect.Pointer, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan, reflect.Interface:
+		return rv.IsNil()
+	}
+	return false
+}
+
+var (
+	jsonMarshaler = reflect.TypeFor[json.Marshaler]()
+	textMarshaler = reflect.TypeFor[encoding.TextMarshaler]()
+)
+
+// jsonEncodable reports why encoding/json could never encode a value of
+// type t (a chan, a func, a complex number, reachable through exported
+// fields), or nil. Types with their own marshalers, and interfaces, whose
+// dynamic values are unknown here, pass.
+func jsonEncodable(t reflect.Type) error {
+	return jsonEncodableSeen(t, map[reflect.Type]bool{})
+}
+
+func jsonEncodableSeen(t reflect.Type, seen map[reflect.Type]bool) error {
+	if seen[t] {
+		return nil
+	}
+	seen[t] = true
+	if t.Implements(jsonMarshaler) || reflect.PointerTo(t).Implements(jsonMarshaler) ||
+		t.Implements(textMarshaler) || reflect.PointerTo(t).Implements(textMarshaler) {
+		return nil
+	}
+	switch t.Kind() {
+	case reflect.Chan, reflect.Func, reflect.Complex64, reflect.Complex128, reflect.UnsafePointer:
+		return fmt.Errorf("%v is a %v", t, t.Kind())
+	case reflect.Pointer, reflect.Slice, reflect.Array:
+		return jsonEncodableSeen(t.Elem(), seen)
+	case reflect.Map:
+		switch k := t.Key(); {
+		case k.Kind() == reflect.String, k.Implements(textMarshaler),
+			k.Kind() >= reflect.Int && k.Kind() <= reflect.Uintptr:
+		default:
+			return fmt.Errorf("map key type %v is not a string, an integer or a TextMarshaler", k)
+		}
+		return jsonEncodableSeen(t.Elem(), seen)
+	case reflect.Struct:
+		for i := range t.NumField() {
+			f := t.Field(i)
+			if !f.IsExported() && !f.Anonymous || f.Tag.Get("json") == "-" {
+				continue
+			}
+			if err := jsonEncodableSeen(f.Type, seen); err != nil {
+				return fmt.Errorf("field %s: %w", f.Name, err)
+			}
+		}
+	}
+	return nil
+}
+
+// errorsIsAny is errors.Is for a target that may be nil.
+func errorsIsAny(err, target error) bool { return target != nil && errors.Is(err, target) }

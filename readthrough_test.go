@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/readthrough-go/readthrough/store"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,6 +14,7 @@ import (
 
 	rt "github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/memstore"
+	"github.com/readthrough-go/readthrough/store"
 	"github.com/readthrough-go/readthrough/storetest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -188,14 +188,14 @@ func TestNegativeCaching(t *testing.T) {
 		})
 		ctx := context.Background()
 
-		r, err := c.Fetch(ctx, 7, l.load)
-		require.ErrorIs(t, err, rt.ErrNotFound)
+		r, first := c.Fetch(ctx, 7, l.load)
+		require.ErrorIs(t, first, rt.ErrNotFound)
 		assert.Equal(t, rt.SourceLoader, r.Source)
-		assert.Contains(t, err.Error(), "product 7", "the loader's own error on the load")
 
 		for range 5 {
-			r, err = c.Fetch(ctx, 7, l.load)
+			r, err := c.Fetch(ctx, 7, l.load)
 			require.ErrorIs(t, err, rt.ErrNotFound)
+			assert.Equal(t, first, err, "one shape for every not-found, loaded or cached")
 			assert.Equal(t, rt.SourceCache, r.Source)
 		}
 		assert.Equal(t, 1, l.n())
@@ -204,7 +204,7 @@ func TestNegativeCaching(t *testing.T) {
 		assert.Zero(t, st.LoadErrors, "not-found is not a load error")
 
 		time.Sleep(30 * time.Second)
-		_, err = c.Fetch(ctx, 7, l.load)
+		_, err := c.Fetch(ctx, 7, l.load)
 		require.ErrorIs(t, err, rt.ErrNotFound)
 		assert.Equal(t, 2, l.n(), "loaded again once NegativeTTL passed")
 	})
@@ -233,11 +233,42 @@ func TestIsNotFoundMapsForeignErrors(t *testing.T) {
 
 	_, err := c.GetOrLoad(t.Context(), 1, l.load)
 	assert.ErrorIs(t, err, rt.ErrNotFound)
-	assert.ErrorIs(t, err, sql.ErrNoRows, "the loader's error stays in the chain")
-
 	_, err = c.GetOrLoad(t.Context(), 1, l.load)
 	assert.ErrorIs(t, err, rt.ErrNotFound)
 	assert.Equal(t, 1, l.n())
+}
+
+// TestNotFoundHasOneShape: a handler that maps sql.ErrNoRows to 404 must
+// see it on every path: the load, the cached not-found in this process,
+// and another process's cached not-found. (It used to get sql.ErrNoRows
+// on the load and only ErrNotFound after: a 404, then a 502.)
+func TestNotFoundHasOneShape(t *testing.T) {
+	t.Parallel()
+	s := memstore.New()
+	opts := &rt.Options[int, string]{
+		NegativeTTL:   time.Minute,
+		IsNotFound:    func(err error) bool { return errors.Is(err, sql.ErrNoRows) },
+		NotFoundError: sql.ErrNoRows,
+	}
+	a, b := newCache(t, s, opts), newCache(t, s, opts)
+	l := countLoads(func(context.Context, int) (string, error) { return "", fmt.Errorf("select: %w", sql.ErrNoRows) })
+	_, loaded := a.GetOrLoad(t.Context(), 1, l.load)
+	_, cached := a.GetOrLoad(t.Context(), 1, l.load)
+	_, other := b.GetOrLoad(t.Context(), 1, l.load)
+	for name, err := range map[string]error{"loaded": loaded, "cached": cached, "another process": other} {
+		assert.ErrorIs(t, err, sql.ErrNoRows, name)
+		assert.ErrorIs(t, err, rt.ErrNotFound, name)
+		assert.Equal(t, loaded.Error(), err.Error(), name)
+	}
+	assert.Equal(t, 1, l.n())
+
+	// Without NotFoundError every path gives exactly ErrNotFound.
+	plain := newCache[int, string](t, memstore.New(), &rt.Options[int, string]{NegativeTTL: time.Minute})
+	missing := func(context.Context, int) (string, error) { return "", fmt.Errorf("row 1: %w", rt.ErrNotFound) }
+	_, loaded = plain.GetOrLoad(t.Context(), 1, missing)
+	_, cached = plain.GetOrLoad(t.Context(), 1, missing)
+	assert.Same(t, rt.ErrNotFound, loaded)
+	assert.Same(t, rt.ErrNotFound, cached)
 }
 
 func TestLoaderErrorsAreSharedNotCached(t *testing.T) {
@@ -464,8 +495,8 @@ func TestExpiredLockOfACrashedHolderIsRetaken(t *testing.T) {
 		mem := memstore.New()
 		fs := storetest.NewFaultyStore(mem)
 		lockOpts := rt.LockOptions{TTL: time.Second, MaxWait: time.Minute}
-		a := newCache[string, string](t, fs, &rt.Options[string, string]{Lock: lockOpts})
-		b := newCache[string, string](t, mem, &rt.Options[string, string]{Lock: lockOpts})
+		a := newCache[string, string](t, fs, &rt.Options[string, string]{Lock: lockOpts, LoadTimeout: time.Minute})
+		b := newCache[string, string](t, mem, &rt.Options[string, string]{Lock: lockOpts, LoadTimeout: time.Minute})
 		// a "crashes": its load fails and it cannot release its lock.
 		fs.Inject(storetest.OpCompareAndDelete, storetest.Fault{})
 		fs.Inject(storetest.OpDelete, storetest.Fault{})
@@ -473,6 +504,7 @@ func TestExpiredLockOfACrashedHolderIsRetaken(t *testing.T) {
 			return "", errors.New("crash")
 		})
 		require.Error(t, err)
+		synctest.Wait() // the release runs after the callers have their answer
 		assert.EqualValues(t, 1, a.Stats().StoreErrors, "the failed release is counted")
 
 		start := time.Now()
@@ -480,27 +512,39 @@ func TestExpiredLockOfACrashedHolderIsRetaken(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, rt.SourceLoader, r.Source)
 		assert.GreaterOrEqual(t, time.Since(start), time.Second-time.Nanosecond)
-		assert.Less(t, time.Since(start), time.Second+rt.DefaultRetakeInterval+rt.DefaultMaxPollInterval*2, "retaken once the lock's TTL ended")
+		// The lease expires silently in memstore: the waiter's safety-net
+		// poll (TTL/10) finds it gone.
+		assert.LessOrEqual(t, time.Since(start), time.Second+time.Second/10+rt.DefaultMaxPollInterval, "retaken once the lease's TTL ended")
 		assert.Zero(t, b.Stats().LockTimeouts)
 	})
 }
 
-// noCAD hides a store's CompareAndDelete, leaving plain Delete.
-type noCAD struct{ rt.Store }
+// cadOnly is a store with a conditional delete but no compare-and-swap: no
+// lease keep-alive.
+type cadOnly struct {
+	rt.Store
+	cad store.CompareAndDeleter
+}
 
+func (c cadOnly) CompareAndDelete(ctx context.Context, k string, v []byte) (bool, error) {
+	return c.cad.CompareAndDelete(ctx, k, v)
+}
+
+// TestReleaseIsOwnerSafe: a holder whose lease expired during its load
+// (no keep-alive without compare-and-swap) and was taken by another flight
+// never releases that other flight's lease.
 func TestReleaseIsOwnerSafe(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		ownerSafe bool
-	}{{"CompareAndDelete", true}, {"PlainDelete", false}} {
+		name string
+		wrap func(*memstore.Store) rt.Store
+	}{
+		{"CompareAndDelete", func(m *memstore.Store) rt.Store { return cadOnly{storetest.Plain(m), m} }},
+		{"CheckThenDelete", func(m *memstore.Store) rt.Store { return storetest.Plain(m) }},
+	} {
 		t.Run(tc.name, func(t *testing.T) {
 			synctest.Test(t, func(t *testing.T) {
-				mem := memstore.New()
-				var s rt.Store = mem
-				if !tc.ownerSafe {
-					s = noCAD{mem}
-				}
-				o := &rt.Options[string, string]{Lock: rt.LockOptions{TTL: 2 * time.Second, MaxWait: time.Minute}}
+				s := tc.wrap(memstore.New())
+				o := &rt.Options[string, string]{Lock: rt.LockOptions{TTL: 2 * time.Second}}
 				a, b, c := newCache(t, s, o), newCache(t, s, o), newCache(t, s, o)
 				var loads atomic.Int32
 				loader := func(d time.Duration, result error) rt.Loader[string, string] {
@@ -511,26 +555,20 @@ func TestReleaseIsOwnerSafe(t *testing.T) {
 					}
 				}
 				var wg sync.WaitGroup
-				// t=0: a locks; its 3s load outlives the 2s lock, then fails (nothing cached).
+				// t=0: a leases; its 3s load outlives the 2s lease, then fails (nothing cached).
 				wg.Go(func() {
 					_, _ = a.GetOrLoad(context.Background(), "k", loader(3*time.Second, errors.New("late failure")))
 				})
 				time.Sleep(500 * time.Millisecond)
-				// t=0.5: b waits; at t=2 a's lock expires and b takes it, loading until t=3.5.
+				// t=0.5: b waits; at t=2 a's lease expires and b takes it, loading until t=3.5.
 				wg.Go(func() { _, _ = b.GetOrLoad(context.Background(), "k", loader(1500*time.Millisecond, nil)) })
-				// t=3: a finishes and releases. It must not free b's lock.
+				// t=3: a fails and releases. It must not free b's lease.
 				time.Sleep(2600 * time.Millisecond)
 				r, err := c.Fetch(context.Background(), "k", loader(1500*time.Millisecond, nil))
 				require.NoError(t, err)
 				wg.Wait()
-				if tc.ownerSafe {
-					assert.Equal(t, rt.SourceLockWait, r.Source, "c waited on b's lock")
-					assert.EqualValues(t, 2, loads.Load())
-				} else {
-					// Without compare-and-delete a's release freed b's lock: c loads too.
-					assert.Equal(t, rt.SourceLoader, r.Source)
-					assert.EqualValues(t, 3, loads.Load())
-				}
+				assert.Equal(t, rt.SourceLockWait, r.Source, "c waited on b's lease")
+				assert.EqualValues(t, 2, loads.Load())
 			})
 		})
 	}
@@ -610,7 +648,8 @@ func TestLoadTimeoutBoundsTheSharedLoad(t *testing.T) {
 		})
 		require.ErrorIs(t, err, context.DeadlineExceeded)
 		assert.Equal(t, 3*time.Second, time.Since(start))
-		assert.Empty(t, s.Keys(), "nothing cached, lock released")
+		synctest.Wait()
+		assert.Empty(t, s.Keys(), "nothing cached, lease released")
 	})
 }
 
@@ -665,63 +704,77 @@ func TestLoaderPanicReachesEveryWaiter(t *testing.T) {
 // --- store failures
 
 func TestStoreFailuresFailOpen(t *testing.T) {
-	for _, op := range []storetest.Op{storetest.OpGet, storetest.OpSetIfAbsent, storetest.OpSet, storetest.OpCompareAndDelete, ""} {
+	for _, op := range []storetest.Op{storetest.OpGet, storetest.OpSetIfAbsent, storetest.OpCompareAndSwap, ""} {
 		name := string(op)
 		if op == "" {
 			name = "All"
 		}
 		t.Run(name, func(t *testing.T) {
-			t.Parallel()
-			fs := storetest.NewFaultyStore(memstore.New())
-			if op == "" {
-				fs.InjectAll(storetest.Fault{})
-			} else {
-				fs.Inject(op, storetest.Fault{})
-			}
-			c := newCache[string, string](t, fs, nil)
-			l := countLoads(echo)
-			v, err := c.GetOrLoad(t.Context(), "k", l.load)
-			require.NoError(t, err, "the caller never sees a store error")
-			assert.Equal(t, "value of k", v)
-			assert.Equal(t, 1, l.n())
-			assert.GreaterOrEqual(t, c.Stats().StoreErrors, uint64(1))
+			synctest.Test(t, func(t *testing.T) {
+				fs := storetest.NewFaultyStore(memstore.New())
+				if op == "" {
+					fs.InjectAll(storetest.Fault{})
+				} else {
+					fs.Inject(op, storetest.Fault{})
+				}
+				c := newCache[string, string](t, fs, nil)
+				l := countLoads(echo)
+				v, err := c.GetOrLoad(context.Background(), "k", l.load)
+				require.NoError(t, err, "the caller never sees a store error")
+				assert.Equal(t, "value of k", v)
+				assert.Equal(t, 1, l.n())
+				synctest.Wait() // a failed write-back runs after the caller has its value
+				assert.EqualValues(t, 1, c.Stats().StoreErrors)
+			})
 		})
 	}
 }
 
-func TestHangingStoreIsBoundedByStoreTimeout(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		fs := storetest.NewFaultyStore(memstore.New())
-		fs.InjectAll(storetest.Fault{Delay: time.Hour})
-		c := newCache[string, string](t, fs, &rt.Options[string, string]{StoreTimeout: 50 * time.Millisecond})
-		start := time.Now()
-		v, err := c.GetOrLoad(context.Background(), "k", echo)
-		require.NoError(t, err)
-		assert.Equal(t, "value of k", v)
-		// Get, SetIfAbsent (then no lock: load) and Set each cost one timeout.
-		assert.Equal(t, 150*time.Millisecond, time.Since(start))
-		assert.EqualValues(t, 3, c.Stats().StoreErrors)
-	})
+// TestHangingStoreCostsOneStoreTimeout: a store that hangs, whether it
+// honours ctx or ignores it as go-redis's default client does, costs a
+// request one StoreTimeout, then the loader answers and the request
+// touches the store no more. (It used to cost Get + lock + Set, three.)
+func TestHangingStoreCostsOneStoreTimeout(t *testing.T) {
+	for _, ignore := range []bool{false, true} {
+		t.Run(fmt.Sprintf("IgnoreContext=%v", ignore), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				fs := storetest.NewFaultyStore(memstore.New())
+				fs.InjectAll(storetest.Fault{Delay: time.Hour, IgnoreContext: ignore})
+				c := newCache[string, string](t, fs, &rt.Options[string, string]{StoreTimeout: 50 * time.Millisecond})
+				start := time.Now()
+				v, err := c.GetOrLoad(context.Background(), "k", echo)
+				require.NoError(t, err)
+				assert.Equal(t, "value of k", v)
+				assert.Equal(t, 50*time.Millisecond, time.Since(start))
+				assert.EqualValues(t, 1, c.Stats().StoreErrors)
+				assert.Equal(t, 1, fs.TotalCalls()-fs.Calls(storetest.OpNotify), "one store call, then none")
+				fs.Heal()
+				_ = c.Close() // waits for the abandoned call to give up on its own
+			})
+		})
+	}
 }
 
 func TestStoreRecoversAfterOutage(t *testing.T) {
-	t.Parallel()
-	fs := storetest.NewFaultyStore(memstore.New())
-	c := newCache[string, string](t, fs, nil)
-	l := countLoads(echo)
-	fs.InjectAll(storetest.Fault{})
-	for range 3 {
-		_, err := c.GetOrLoad(t.Context(), "k", l.load)
-		require.NoError(t, err)
-	}
-	assert.Equal(t, 3, l.n(), "while the store is down every call loads")
-	fs.Heal()
-	for range 3 {
-		_, err := c.GetOrLoad(t.Context(), "k", l.load)
-		require.NoError(t, err)
-	}
-	assert.Equal(t, 4, l.n(), "once it is back, one load and then hits")
-	assert.EqualValues(t, 2, c.Stats().Hits)
+	synctest.Test(t, func(t *testing.T) {
+		fs := storetest.NewFaultyStore(memstore.New())
+		c := newCache[string, string](t, fs, nil)
+		l := countLoads(echo)
+		fs.InjectAll(storetest.Fault{})
+		for range 3 {
+			_, err := c.GetOrLoad(context.Background(), "k", l.load)
+			require.NoError(t, err)
+		}
+		assert.Equal(t, 3, l.n(), "while the store is down every call loads")
+		fs.Heal()
+		for range 3 {
+			_, err := c.GetOrLoad(context.Background(), "k", l.load)
+			require.NoError(t, err)
+			synctest.Wait() // the write-back lands
+		}
+		assert.Equal(t, 4, l.n(), "once it is back, one load and then hits")
+		assert.EqualValues(t, 2, c.Stats().Hits)
+	})
 }
 
 // --- corrupt and foreign entries
@@ -766,7 +819,7 @@ func TestEntriesOfAnotherValueTypeAreMisses(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, product{"widget"}, p, "never a user decoded as a product")
 	assert.Equal(t, 1, l.n())
-	assert.EqualValues(t, 2, products.Stats().DecodeErrors, "the lookup and the re-check under the lock each saw it")
+	assert.GreaterOrEqual(t, products.Stats().DecodeErrors, uint64(1))
 }
 
 func TestUndecodablePayloadIsAMiss(t *testing.T) {
@@ -975,18 +1028,21 @@ func TestNewValidates(t *testing.T) {
 }
 
 func TestOversizeEntriesAreNotCached(t *testing.T) {
-	t.Parallel()
-	s := memstore.New()
-	c := newCache[string, string](t, limited{s, store.Limits{MaxEntrySize: 100}}, nil)
-	l := countLoads(func(context.Context, string) (string, error) { return strings.Repeat("x", 200), nil })
-	for range 2 {
-		v, err := c.GetOrLoad(t.Context(), "k", l.load)
-		require.NoError(t, err)
-		assert.Len(t, v, 200, "the caller still gets its value")
-	}
-	assert.Equal(t, 2, l.n())
-	assert.EqualValues(t, 2, c.Stats().Oversize)
-	assert.Empty(t, s.Keys())
+	synctest.Test(t, func(t *testing.T) {
+		s := memstore.New()
+		c := newCache[string, string](t, limited{s, store.Limits{MaxEntrySize: 100}}, nil)
+		l := countLoads(func(context.Context, string) (string, error) { return strings.Repeat("x", 200), nil })
+		for range 2 {
+			v, err := c.GetOrLoad(context.Background(), "k", l.load)
+			require.NoError(t, err)
+			assert.Len(t, v, 200, "the caller still gets its value")
+			synctest.Wait() // the write-back, refused, and the lease's release
+		}
+		assert.Equal(t, 2, l.n())
+		assert.EqualValues(t, 2, c.Stats().Oversize)
+		assert.Zero(t, c.Stats().StoreErrors, "too large is not a store failure")
+		assert.Empty(t, s.Keys())
+	})
 }
 
 func TestTTLRoundedUpToStoreGranularity(t *testing.T) {
@@ -1005,14 +1061,48 @@ func TestSourceString(t *testing.T) {
 	assert.Equal(t, "loader", rt.SourceLoader.String())
 	assert.Equal(t, "shared", rt.SourceShared.String())
 	assert.Equal(t, "lock-wait", rt.SourceLockWait.String())
+	assert.Equal(t, "stale", rt.SourceStale.String())
+	assert.Equal(t, "near", rt.SourceNear.String())
 	assert.Equal(t, "Source(9)", rt.Source(9).String())
 }
 
-func TestWaiterPollsCheaplyAndReturnsSoonAfterTheValueLands(t *testing.T) {
+// TestWaiterIsToldWhenTheValueLands: with a store that notifies (memstore
+// does, in process), a process waiting on another's load returns the
+// moment the value lands, with a store call or two, not a poll every few
+// milliseconds.
+func TestWaiterIsToldWhenTheValueLands(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		mem := memstore.New()
 		holder := newCache[string, string](t, mem, nil)
 		fs := storetest.NewFaultyStore(mem)
+		waiter := newCache[string, string](t, fs, nil)
+		var landed time.Time
+		go func() {
+			_, _ = holder.GetOrLoad(context.Background(), "k", func(context.Context, string) (string, error) {
+				time.Sleep(400 * time.Millisecond) // under the safety-net poll (Lock.TTL/10)
+				landed = time.Now()
+				return "v", nil
+			})
+		}()
+		synctest.Wait()
+		fs.ResetCalls()
+		r, err := waiter.Fetch(context.Background(), "k", echo)
+		require.NoError(t, err)
+		assert.Equal(t, rt.SourceLockWait, r.Source)
+		assert.Zero(t, time.Since(landed), "returned the moment the value landed")
+		assert.Equal(t, 2, fs.Calls(storetest.OpGet), "the first read, and one when told the key changed")
+		assert.Zero(t, fs.Calls(storetest.OpSetIfAbsent))
+	})
+}
+
+// TestWaiterPollsWhenTheStoreCannotNotify: with no notifications, a waiter
+// polls with one Get per poll, backing off from 1ms to 3ms, and returns
+// within one capped poll of the value landing.
+func TestWaiterPollsWhenTheStoreCannotNotify(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memstore.New()
+		holder := newCache[string, string](t, mem, nil)
+		fs := storetest.NewFaultyStore(storetest.Plain(mem))
 		waiter := newCache[string, string](t, fs, nil)
 		var landed time.Time
 		go func() {
@@ -1027,11 +1117,9 @@ func TestWaiterPollsCheaplyAndReturnsSoonAfterTheValueLands(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, rt.SourceLockWait, r.Source)
 		assert.LessOrEqual(t, time.Since(landed), rt.DefaultMaxPollInterval*6/5, "returned within one capped poll of the value landing")
-		// A second of waiting: one Get per poll, a lock attempt per RetakeInterval.
-		tries := fs.Calls(storetest.OpSetIfAbsent)
-		assert.InDelta(t, int(time.Second/rt.DefaultRetakeInterval), tries, 3, "lock attempts")
 		gets := fs.Calls(storetest.OpGet)
 		assert.LessOrEqual(t, gets, int(time.Second/(rt.DefaultMaxPollInterval*4/5))+10, "polls")
 		assert.GreaterOrEqual(t, gets, int(time.Second/(rt.DefaultMaxPollInterval*6/5)), "polls")
+		assert.Zero(t, fs.Calls(storetest.OpSetIfAbsent), "no lease attempt while the lease is held")
 	})
 }

@@ -36,7 +36,7 @@ func TestEarlyRefreshProbabilityFollowsXFetch(t *testing.T) {
 				const n = 50000
 				hits := 0
 				for range n {
-					if c.refreshEarly(delta, expiry) {
+					if c.refreshEarly(delta, expiry, time.Now()) {
 						hits++
 					}
 				}
@@ -46,8 +46,20 @@ func TestEarlyRefreshProbabilityFollowsXFetch(t *testing.T) {
 					t.Errorf("β=%v, %v before expiry: refreshed %.4f of hits, XFetch says %.4f (±%.4f)", beta, gap, got, want, 5*sigma)
 				}
 			}
-			if c.refreshEarly(0, time.Now().Add(time.Millisecond)) {
-				t.Error("refreshed early with no recorded load duration")
+			// A value that records no Δ (written by Set) still refreshes
+			// early: with 1% of TTL before any load, then with this
+			// Cache's recent loads.
+			c.rand = func() float64 { return math.Exp(-1) } // gap = Δ·β exactly
+			ttlShare := time.Duration(float64(DefaultTTL/100) * beta)
+			if !c.refreshEarly(0, time.Now().Add(ttlShare-time.Millisecond), time.Now()) ||
+				c.refreshEarly(0, time.Now().Add(ttlShare+time.Millisecond), time.Now()) {
+				t.Errorf("β=%v: with no Δ, the refresh point is not 1%% of TTL·β before expiry", beta)
+			}
+			c.loadEWMA.add(time.Second)
+			share := time.Duration(float64(time.Second) * beta)
+			if !c.refreshEarly(0, time.Now().Add(share-time.Millisecond), time.Now()) ||
+				c.refreshEarly(0, time.Now().Add(share+time.Millisecond), time.Now()) {
+				t.Errorf("β=%v: with no Δ, the refresh point does not follow the Cache's recent loads", beta)
 			}
 		}
 	})

@@ -19,15 +19,19 @@ import (
 //     "no expiry".
 //   - SetIfAbsent stores value only if key holds nothing, atomically
 //     with respect to every other client of the store, and reports
-//     whether it did. A store may also report true when key already holds
-//     exactly value, so a retried call stays idempotent; the cache's lock
-//     tokens are unique, so this never lets two flights hold one lock.
+//     whether it did. It must also report true when key already holds
+//     exactly value: a call retried after its reply was lost (go-redis
+//     retries on its own) then still says it won, instead of leaving the
+//     cache waiting on its own lease. The cache's leases are unique, so
+//     this never lets two flights hold one.
 //   - Delete of a missing key is not an error.
 //   - A call on a done context returns promptly with an error matching
 //     ctx.Err().
 //
 // Keys and values are arbitrary bytes; keys are at most a few hundred
-// bytes (see [MaxKeyLen]).
+// bytes (see [MaxKeyLen]). Optional capabilities a store may add (leases
+// fenced by compare-and-swap, change notifications, batches, limits) are
+// in package store, with what a store without each one loses.
 //
 // [memstore]: https://pkg.go.dev/github.com/readthrough-go/readthrough/memstore
 // [storetest.Run]: https://pkg.go.dev/github.com/readthrough-go/readthrough/storetest#Run

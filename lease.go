@@ -1,0 +1,442 @@
+package readthrough
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"time"
+
+	"github.com/readthrough-go/readthrough/internal/backoff"
+	"github.com/readthrough-go/readthrough/internal/entry"
+)
+
+// The lease protocol. A key's lease lives in the key itself: a lease entry
+// where the key held nothing (or bytes no one can use), or a lease embedded
+// in a value being refreshed, so readers keep the value meanwhile. Taking a
+// lease is a set-if-absent, or a compare-and-swap from the exact bytes the
+// taker read; writing a load back is a compare-and-swap from the exact
+// lease bytes, so any change made to the key meanwhile (a Set, a Delete,
+// another writer's SET or DEL, another flight's lease after ours expired)
+// wins and the load is not cached. A lease is kept alive the same way, and
+// released with a compare-and-delete (or a compare-and-swap back to the
+// value it was embedded in).
+//
+// On a store without compare-and-swap, writes back are plain Sets (a
+// change made during the load is overwritten), a lease over existing bytes
+// is a Set followed by a read to see who won, and leases are not kept
+// alive. See package store for what each capability buys.
+
+type acqKind uint8
+
+const (
+	acqServe    acqKind = iota // serve what the key holds
+	acqLeased                  // this flight holds the lease: load
+	acqUnleased                // Lock.Disabled: load, write back unfenced
+	acqNoStore                 // a store failure, or Lock.MaxWait: load, touch the store no more
+	acqFail                    // the flight's context ended before a load began
+	acqSkip                    // a refresh with nothing to do
+)
+
+type acquisition[V any] struct {
+	kind     acqKind
+	how      answer    // acqServe: how callers are answered
+	res      Result[V] // acqServe
+	err      error     // acqServe (a not-found), acqFail
+	refresh  bool      // acqServe of a stale value: start a background refresh
+	seen     time.Time // acqServe: when what is served was written
+	lease    *held
+	fallback *view[V]
+}
+
+// held is a lease this flight holds.
+type held struct {
+	key      string
+	token    []byte
+	bytes    []byte       // exactly what the key holds while we hold it
+	embedded *entry.Entry // the value the lease is embedded in, or nil for a lease entry
+	keep     time.Time    // an embedded lease's value: its end in the store
+}
+
+func newToken() []byte {
+	t := make([]byte, entry.TokenSize)
+	rand.Read(t)
+	return t
+}
+
+// leaseEntry is the entry of a lease by token, taken at now.
+func (c *Cache[K, V]) leaseEntry(token []byte, now time.Time) []byte {
+	return entry.Encode(&entry.Entry{Kind: entry.Lease, Type: c.typ, WrittenAt: now,
+		FreshUntil: now.Add(c.cfg.Lock.TTL), Payload: token})
+}
+
+// acquire reads the key until there is something to serve, this flight
+// holds its lease, or it must load without it. first is what the caller
+// read, if it did. A refresh takes the lease of a servable value instead
+// of serving it, and gives up where a caller would wait.
+func (c *Cache[K, V]) acquire(fl *flight[V], first *view[V], refresh bool, deadline time.Time) acquisition[V] {
+	ctx, k := fl.ctx, fl.key
+	if c.cfg.Lock.Disabled {
+		return c.acquireUnleased(fl, first, refresh, deadline)
+	}
+	token := newToken()
+	lease := c.leaseEntry(token, time.Now())
+	var fb *view[V]
+	w := c.link.watch(k)
+	defer c.link.unwatch(k, w)
+	var waitStart time.Time
+	bo := backoff.New(c.cfg.Lock.PollInterval, c.cfg.Lock.MaxPollInterval)
+	v := first
+	var seen time.Time // a refresh: when the value it set out to replace was written
+	if refresh {
+		seen, v = first.m.writtenAt, nil
+	}
+	for {
+		if err := ctx.Err(); err != nil {
+			c.waitDone(k, waitStart, "cancelled")
+			return acquisition[V]{kind: acqFail, err: err, fallback: fb}
+		}
+		now := time.Now()
+		if v == nil {
+			if !waitStart.IsZero() {
+				deadline = now.Add(c.cfg.StoreTimeout) // after a wait, each poll has a budget of its own
+			}
+			snap := c.link.snapshot(k)
+			var read view[V]
+			if c.caps.hasGOS() {
+				cur, stored, err := c.getOrSet(ctx, k, lease, c.cfg.Lock.TTL, deadline)
+				if err == errUnsupported {
+					continue // a wrapper without it: read with Get from now on
+				}
+				if err != nil {
+					return c.storeFailed(ctx, k, waitStart, err, fb)
+				}
+				if stored {
+					c.waitDone(k, waitStart, "leased")
+					return acquisition[V]{kind: acqLeased, lease: &held{key: k, token: token, bytes: lease}, fallback: fb}
+				}
+				read = c.look(k, cur, true, time.Now(), token)
+			} else {
+				raw, ok, err := c.get(ctx, k, deadline)
+				if err != nil {
+					return c.storeFailed(ctx, k, waitStart, err, fb)
+				}
+				read = c.look(k, raw, ok, time.Now(), token)
+			}
+			read.snap = snap
+			v = &read
+			now = time.Now()
+		}
+		if fb == nil {
+			if fb = c.fallbackOf(v, now); fb != nil {
+				fl.fallback.Store(fb)
+			}
+		}
+		st := v.st
+		if refresh {
+			switch {
+			case st == sNegative || st == sLeased || v.m.leased(now) && st != sOurs,
+				!seen.IsZero() && v.m.writtenAt.After(seen):
+				return acquisition[V]{kind: acqSkip} // another is at it, or it is done
+			case st.servable():
+				st = sExpired // take its lease and reload it
+			}
+		}
+		switch st {
+		case sFresh, sNegative, sRearmed, sStale:
+			c.nearPut(k, v)
+			src := SourceCache
+			if !waitStart.IsZero() {
+				src = SourceLockWait
+				c.waitDone(k, waitStart, "value")
+			}
+			a := acquisition[V]{kind: acqServe, res: v.result(src, now), seen: v.m.writtenAt, how: answerOf(st)}
+			if !waitStart.IsZero() {
+				a.how = ansMiss // it waited on another's load: a miss, answered by it
+			}
+			switch st {
+			case sNegative:
+				a.err = c.notFound
+			case sStale:
+				a.refresh = !v.m.leased(now)
+			}
+			return a
+		case sOurs:
+			// Our own lease, already there: a write whose reply was lost
+			// and that the store or its client retried.
+			h := &held{key: k, token: token, bytes: v.raw}
+			if v.m.kind == entry.Value {
+				e, _ := entry.Decode(v.raw)
+				h.embedded, h.keep = &e, v.m.keepUntil
+			}
+			c.waitDone(k, waitStart, "leased")
+			return acquisition[V]{kind: acqLeased, lease: h, fallback: fb}
+		case sAbsent:
+			stored, err := c.setIfAbsent(ctx, k, lease, c.cfg.Lock.TTL, deadline)
+			if err != nil {
+				return c.storeFailed(ctx, k, waitStart, err, fb)
+			}
+			if stored {
+				c.waitDone(k, waitStart, "leased")
+				return acquisition[V]{kind: acqLeased, lease: &held{key: k, token: token, bytes: lease}, fallback: fb}
+			}
+		case sExpired, sUnusable:
+			h, err := c.takeOver(ctx, k, v, token, deadline)
+			if err != nil {
+				return c.storeFailed(ctx, k, waitStart, err, fb)
+			}
+			if h != nil {
+				c.waitDone(k, waitStart, "leased")
+				return acquisition[V]{kind: acqLeased, lease: h, fallback: fb}
+			}
+		case sLeased:
+			if waitStart.IsZero() {
+				waitStart = now
+				c.stats.lockWaits.Add(1)
+			}
+			until := waitStart.Add(c.cfg.Lock.MaxWait)
+			if !now.Before(until) {
+				c.stats.lockTimeouts.Add(1)
+				c.waitDone(k, waitStart, "timeout")
+				return acquisition[V]{kind: acqNoStore, fallback: fb}
+			}
+			if err := c.waitChange(ctx, w, &bo, until); err != nil {
+				c.waitDone(k, waitStart, "cancelled")
+				return acquisition[V]{kind: acqFail, err: err, fallback: fb}
+			}
+		}
+		v = nil // read again
+	}
+}
+
+// acquireUnleased is acquire with Lock.Disabled: read once, serve or load.
+func (c *Cache[K, V]) acquireUnleased(fl *flight[V], first *view[V], refresh bool, deadline time.Time) acquisition[V] {
+	v := first
+	if v == nil {
+		snap := c.link.snapshot(fl.key)
+		raw, ok, err := c.get(fl.ctx, fl.key, deadline)
+		if err != nil {
+			return c.storeFailed(fl.ctx, fl.key, time.Time{}, err, nil)
+		}
+		read := c.look(fl.key, raw, ok, time.Now(), nil)
+		read.snap = snap
+		v = &read
+	}
+	now := time.Now()
+	fb := c.fallbackOf(v, now)
+	if fb != nil {
+		fl.fallback.Store(fb)
+	}
+	if v.st.servable() && !refresh {
+		c.nearPut(fl.key, v)
+		a := acquisition[V]{kind: acqServe, res: v.result(SourceCache, now), seen: v.m.writtenAt, how: answerOf(v.st)}
+		switch v.st {
+		case sNegative:
+			a.err = c.notFound
+		case sStale:
+			a.refresh = true
+		}
+		return a
+	}
+	return acquisition[V]{kind: acqUnleased, fallback: fb}
+}
+
+// storeFailed ends a flight's store use: a failure goes to the loader with
+// no more store calls; an ended flight context (LoadTimeout, Close) ends
+// the flight.
+func (c *Cache[K, V]) storeFailed(ctx context.Context, k string, waitStart time.Time, err error, fb *view[V]) acquisition[V] {
+	if ctx.Err() != nil {
+		c.waitDone(k, waitStart, "cancelled")
+		return acquisition[V]{kind: acqFail, err: ctx.Err(), fallback: fb}
+	}
+	c.waitDone(k, waitStart, "error")
+	return acquisition[V]{kind: acqNoStore, fallback: fb}
+}
+
+func (c *Cache[K, V]) waitDone(k string, start time.Time, how string) {
+	if !start.IsZero() && c.rec != nil {
+		c.record(Event{Kind: EventLockWait, Key: k, Outcome: how, Duration: time.Since(start)})
+	}
+}
+
+// takeOver leases a key that holds bytes no one will serve as they are: an
+// expired value (the lease goes inside it, so readers with longer stale
+// windows keep it), or bytes that are not an entry of ours at all (the
+// lease replaces them). It returns nil, nil when the key changed since it
+// was read: someone else got there first.
+func (c *Cache[K, V]) takeOver(ctx context.Context, k string, v *view[V], token []byte, deadline time.Time) (*held, error) {
+	now := time.Now()
+	h := &held{key: k, token: token}
+	ttl := c.cfg.Lock.TTL
+	if e, err := entry.Decode(v.raw); err == nil && e.Kind == entry.Value && e.Type == c.typ {
+		e.LeaseToken, e.LeaseUntil = token, now.Add(c.cfg.Lock.TTL)
+		h.bytes, h.embedded, h.keep = entry.Encode(&e), &e, v.m.keepUntil
+		ttl = max(time.Until(h.keep), c.cfg.Lock.TTL)
+	} else {
+		h.bytes = c.leaseEntry(token, now)
+	}
+	if c.caps.hasCAS() {
+		ok, err := c.cas(ctx, k, v.raw, h.bytes, ttl, deadline)
+		if err != errUnsupported {
+			if err != nil || !ok {
+				return nil, err
+			}
+			return h, nil
+		}
+	}
+	// No compare-and-swap: write the lease, then read who won.
+	if err := c.put(ctx, k, h.bytes, ttl, deadline); err != nil {
+		return nil, err
+	}
+	raw, ok, err := c.get(ctx, k, deadline)
+	if err != nil || !ok || !bytes.Equal(raw, h.bytes) {
+		return nil, err
+	}
+	return h, nil
+}
+
+// waitChange waits until the store says the key changed, a poll is due,
+// until passes, or ctx ends. With a store that notifies, polls are rare (a
+// safety net); without, they back off from PollInterval to
+// MaxPollInterval.
+func (c *Cache[K, V]) waitChange(ctx context.Context, w *watcher, bo *backoff.Backoff, until time.Time) error {
+	d := bo.Next()
+	var changed <-chan struct{}
+	if w != nil && c.link.up.Load() {
+		d, changed = c.cfg.Lock.NotifiedPollInterval, w.ch
+	}
+	t := time.NewTimer(min(d, time.Until(until)))
+	defer t.Stop()
+	select {
+	case <-changed:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return nil
+}
+
+// loadLeased loads under the lease h, keeping it alive while the loader
+// runs, and writes the answer back while the key still holds the lease. On
+// a store that blocks, callers get the answer before the write.
+func (c *Cache[K, V]) loadLeased(fl *flight[V], key K, load Loader[K, V], h *held, fb *view[V], refresh bool) {
+	if refresh {
+		c.stats.refreshes.Add(1)
+	}
+	defer func() {
+		// A panic past the loader (the codec, IsNotFound) still frees the
+		// key for the next flight, here or elsewhere; the flight's own
+		// recover hands it to the callers.
+		if p := recover(); p != nil {
+			c.release(h)
+			panic(p)
+		}
+	}()
+	ch := c.callLoader(fl, key, load)
+	var tick <-chan time.Time
+	if c.caps.hasCAS() {
+		t := time.NewTicker(max(c.cfg.Lock.TTL/3, time.Millisecond))
+		defer t.Stop()
+		tick = t.C
+	}
+	var r loaded[V]
+wait:
+	for {
+		select {
+		case r = <-ch:
+			break wait
+		case <-tick:
+			if !c.keepAlive(fl, h) {
+				tick = nil // lost: the write back will find out, and not write
+			}
+		case <-fl.ctx.Done():
+			// LoadTimeout or Close: the loader goes on, its answer is dropped.
+			c.stats.loadErrors.Add(1)
+			c.record(Event{Kind: EventLoad, Key: fl.key, Outcome: "timeout", Duration: c.cfg.LoadTimeout})
+			o := c.failed(fl, fb, fl.ctx.Err())
+			if fb != nil && c.closeCtx.Err() == nil {
+				c.rearm(fl, h, fb)
+			} else {
+				c.release(h)
+			}
+			fl.end(o)
+			return
+		}
+	}
+	o, kind, payload := c.judge(fl, r, fb, true)
+	var write func()
+	switch {
+	case kind == kindValue || kind == kindNotFound && c.cfg.NegativeTTL > 0:
+		e, ttl := c.newEntry(kind, payload, r.took, fl.ttl)
+		if o.err == nil {
+			o.res.Expires = e.FreshUntil
+		}
+		write = func() { c.writeBack(fl, h, &e, ttl) }
+	case kind == kindRearm:
+		write = func() { c.rearm(fl, h, fb) }
+	default:
+		write = func() { c.release(h) }
+	}
+	if c.caps.local {
+		write()
+		fl.end(o)
+		return
+	}
+	// Callers get the answer now; the flight stays joinable, with it,
+	// until the write lands.
+	fl.publish(o)
+	write()
+}
+
+// keepAlive extends the lease by Lock.TTL, only while the key still holds
+// it. It reports whether the lease still holds.
+func (c *Cache[K, V]) keepAlive(fl *flight[V], h *held) bool {
+	now := time.Now()
+	next, ttl := h.bytes, c.cfg.Lock.TTL
+	var e entry.Entry
+	if h.embedded != nil {
+		e = *h.embedded
+		e.LeaseUntil = now.Add(c.cfg.Lock.TTL)
+		next, ttl = entry.Encode(&e), max(time.Until(h.keep), c.cfg.Lock.TTL)
+	}
+	ok, err := c.cas(fl.ctx, h.key, h.bytes, next, ttl, now.Add(c.cfg.StoreTimeout))
+	if err != nil {
+		return err != errUnsupported // a failed call says nothing about the lease
+	}
+	if ok && h.embedded != nil {
+		h.bytes, h.embedded = next, &e
+	}
+	return ok
+}
+
+// release gives the lease back after a load that wrote nothing: a lease
+// entry is deleted, an embedded lease is taken out of its value; either
+// only while the key still holds exactly our lease.
+func (c *Cache[K, V]) release(h *held) {
+	ctx, cancel := c.bgCtx()
+	defer cancel()
+	deadline := time.Now().Add(c.cfg.StoreTimeout)
+	if h.embedded != nil {
+		if !c.caps.hasCAS() {
+			return // it lapses at its recorded end; readers ignore it after
+		}
+		e := *h.embedded
+		e.LeaseToken, e.LeaseUntil = nil, time.Time{}
+		ttl := time.Until(h.keep)
+		if ttl <= 0 {
+			ttl = time.Millisecond
+		}
+		_, _ = c.cas(ctx, h.key, h.bytes, entry.Encode(&e), ttl, deadline)
+		return
+	}
+	if c.caps.hasCAD() {
+		if _, err := c.cad(ctx, h.key, h.bytes, deadline); err != errUnsupported {
+			return
+		}
+	}
+	// No conditional delete: check, then delete. A lease taken in between
+	// by another flight would be deleted too; it then loads once more.
+	raw, ok, err := c.get(ctx, h.key, deadline)
+	if err == nil && ok && bytes.Equal(raw, h.bytes) {
+		_ = c.remove(ctx, h.key, deadline)
+	}
+}
