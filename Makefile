@@ -31,5 +31,9 @@ fuzz: ## fuzz the entry decoder and key derivation for 30s each
 demo: ## run the product lookup demo on the in-memory store
 	$(GO) run ./examples/productlookup
 
-test-momento: ## test momentostore (needs the Momento SDK from the module proxy)
-	cd momentostore && GOWORK=off $(GO) test -mod=mod -race -shuffle=on ./...
+test-momento: ## vet and test momentostore against the real Momento SDK (needs the SDK: an untracked momentostore/go.work pointing at a checkout, else the module proxy)
+	@cd momentostore && if [ -f go.work ]; then \
+		$(GO) vet ./... && $(GO) test -race -shuffle=on ./...; \
+	else \
+		GOWORK=off $(GO) vet -mod=mod ./... && GOWORK=off $(GO) test -mod=mod -race -shuffle=on ./...; \
+	fi

@@ -50,7 +50,8 @@ func openLive(t *testing.T) *momentostore.Store {
 
 func TestLiveConformance(t *testing.T) {
 	s := openLive(t)
-	storetest.Run(t, func(*testing.T) readthrough.Store { return s })
+	storetest.RunWithOptions(t, func(*testing.T) readthrough.Store { return s },
+		storetest.Options{NewPeer: func(t *testing.T, _ readthrough.Store) readthrough.Store { return openLive(t) }})
 }
 
 // TestLiveStampedeTwoProcesses: two processes, 16 goroutines each, one cold
