@@ -297,11 +297,7 @@ func (c *Cache[K, V]) decide(m *member[K, V], single Loader[K, V]) {
 	case c.cfg.Lock.Disabled:
 		m.state = mLoad
 	case st == sOurs:
-		m.lease, m.state = &held{key: m.fl.key, token: m.v.m.token, bytes: m.v.raw}, mLeased
-		if m.v.m.kind == entry.Value {
-			e, _ := entry.Decode(m.v.raw)
-			m.lease.embedded, m.lease.keep = &e, m.v.m.keepUntil
-		}
+		m.lease, m.state = heldOf(m.fl.key, &m.v), mLeased
 	case st == sLeased:
 		m.state = mSingle
 	default:
@@ -462,7 +458,7 @@ wait:
 		switch {
 		case m.state == mNoStore:
 		case kind == kindValue || kind == kindNotFound && c.cfg.NegativeTTL > 0:
-			e, ttl := c.newEntry(kind, payload, r.took, shared.ttl)
+			e, ttl := c.newEntry(kind, payload, r.took, shared.ttl, r.end)
 			if o.err == nil {
 				o.res.Expires = e.FreshUntil
 			}

@@ -208,6 +208,13 @@ func (c *Cache[K, V]) flightFor(ctx context.Context, k string, key K, load Loade
 	if fl == nil {
 		return Result[V]{}, ErrClosed
 	}
+	if !leader && first != nil && first.st == sOurs {
+		// We leased the key on read, but a flight of this process started
+		// meanwhile (it may be waiting on our lease): give the lease back
+		// and share that flight.
+		h := heldOf(k, first)
+		c.spawn("a lease's release", func() { c.release(h) })
+	}
 	return c.await(ctx, fl, leader)
 }
 
@@ -326,6 +333,7 @@ type loaded[V any] struct {
 	v        V
 	err      error
 	took     time.Duration
+	end      time.Time // when the loader returned: a value's age counts from then
 	panicked bool
 	panicVal any
 	stack    []byte
@@ -349,7 +357,8 @@ func (c *Cache[K, V]) callLoader(fl *flight[V], key K, load Loader[K, V]) <-chan
 		returned := false
 		start := time.Now()
 		defer func() {
-			r.took = time.Since(start)
+			r.end = time.Now()
+			r.took = r.end.Sub(start)
 			if !returned {
 				if p := recover(); p != nil {
 					r.panicked, r.panicVal, r.stack = true, p, debug.Stack()

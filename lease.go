@@ -57,6 +57,16 @@ type held struct {
 	keep     time.Time    // an embedded lease's value: its end in the store
 }
 
+// heldOf is the lease a view found to be ours.
+func heldOf[V any](k string, v *view[V]) *held {
+	h := &held{key: k, token: v.m.token, bytes: v.raw}
+	if v.m.kind == entry.Value {
+		e, _ := entry.Decode(v.raw)
+		h.embedded, h.keep = &e, v.m.keepUntil
+	}
+	return h
+}
+
 func newToken() []byte {
 	t := make([]byte, entry.TokenSize)
 	rand.Read(t)
@@ -163,13 +173,8 @@ func (c *Cache[K, V]) acquire(fl *flight[V], first *view[V], refresh bool, deadl
 		case sOurs:
 			// Our own lease, already there: a write whose reply was lost
 			// and that the store or its client retried.
-			h := &held{key: k, token: token, bytes: v.raw}
-			if v.m.kind == entry.Value {
-				e, _ := entry.Decode(v.raw)
-				h.embedded, h.keep = &e, v.m.keepUntil
-			}
 			c.waitDone(k, waitStart, "leased")
-			return acquisition[V]{kind: acqLeased, lease: h, fallback: fb}
+			return acquisition[V]{kind: acqLeased, lease: heldOf(k, v), fallback: fb}
 		case sAbsent:
 			stored, err := c.setIfAbsent(ctx, k, lease, c.cfg.Lock.TTL, deadline)
 			if err != nil {
@@ -366,7 +371,7 @@ wait:
 	var write func()
 	switch {
 	case kind == kindValue || kind == kindNotFound && c.cfg.NegativeTTL > 0:
-		e, ttl := c.newEntry(kind, payload, r.took, fl.ttl)
+		e, ttl := c.newEntry(kind, payload, r.took, fl.ttl, r.end)
 		if o.err == nil {
 			o.res.Expires = e.FreshUntil
 		}

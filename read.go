@@ -171,18 +171,38 @@ func (c *Cache[K, V]) fallbackOf(v *view[V], now time.Time) *view[V] {
 
 // fetch is Fetch past the near cache: read the store, serve what may be
 // served, join or start a flight for the rest. On a store that leases on
-// read (store.GetOrSetter) the flight does the read: a hit costs one round
-// trip, and a miss comes back already leased.
+// read (store.GetOrSetter) the read is a get-or-lease: a hit costs one
+// round trip, and a miss comes back already leased, so the flight it
+// starts loads at once.
 func (c *Cache[K, V]) fetch(ctx context.Context, k string, key K, load Loader[K, V]) (Result[V], error) {
 	deadline := c.budget()
-	if c.caps.hasGOS() && !c.cfg.Lock.Disabled {
-		return c.flightFor(ctx, k, key, load, nil, modeStore, deadline)
-	}
 	var s snap
 	if c.near != nil {
 		s = c.link.snapshot(k)
 	}
-	raw, ok, err := c.get(ctx, k, deadline)
+	var raw, token []byte
+	var ok bool
+	var err error
+	leaseOnRead := c.caps.hasGOS() && !c.cfg.Lock.Disabled
+	if leaseOnRead {
+		if fl := c.flights.get(k); fl != nil && fl.ctx.Err() == nil {
+			return c.await(ctx, fl, false) // a flight in progress answers for free
+		}
+		token = newToken()
+		lease := c.leaseEntry(token, time.Now())
+		var stored bool
+		raw, stored, err = c.getOrSet(ctx, k, lease, c.cfg.Lock.TTL, deadline)
+		if stored {
+			raw = lease
+		}
+		ok = true
+		if err == errUnsupported {
+			leaseOnRead, token = false, nil
+		}
+	}
+	if !leaseOnRead {
+		raw, ok, err = c.get(ctx, k, deadline)
+	}
 	if err != nil {
 		if err := ctx.Err(); err != nil {
 			return Result[V]{}, err // the caller left
@@ -190,7 +210,7 @@ func (c *Cache[K, V]) fetch(ctx context.Context, k string, key K, load Loader[K,
 		return c.flightFor(ctx, k, key, load, nil, modeNoStore, deadline)
 	}
 	now := time.Now()
-	v := c.look(k, raw, ok, now, nil)
+	v := c.look(k, raw, ok, now, token)
 	if v.st.servable() {
 		v.snap = s
 		c.nearPut(k, &v)

@@ -14,8 +14,10 @@ import (
 // newEntry builds the entry a flight writes back, with the TTL it is
 // stored for: a value fresh for TTL (or the loader's own, see SetTTL) and
 // kept for this Cache's stale window after it, or a not-found fresh for
-// NegativeTTL. took is the load's duration, recorded for early refresh.
-func (c *Cache[K, V]) newEntry(kind entryKind, payload []byte, took time.Duration, box *ttlBox) (entry.Entry, time.Duration) {
+// NegativeTTL. took is the load's duration, recorded for early refresh;
+// at is when the load returned, which the value's freshness counts from
+// (not when it is written, which on a busy machine may be later).
+func (c *Cache[K, V]) newEntry(kind entryKind, payload []byte, took time.Duration, box *ttlBox, at time.Time) (entry.Entry, time.Duration) {
 	o := &c.cfg.Options
 	fresh, keep := o.TTL, c.cfg.staleWindow()
 	k := entry.Value
@@ -34,13 +36,17 @@ func (c *Cache[K, V]) newEntry(kind entryKind, payload []byte, took time.Duratio
 		fresh += rand.N(o.TTLJitter)
 	}
 	fresh = c.roundTTL(fresh)
-	now := time.Now()
-	e := entry.Entry{Kind: k, Type: c.typ, WrittenAt: now, FreshUntil: now.Add(fresh), LoadDuration: took, Payload: payload}
+	e := entry.Entry{Kind: k, Type: c.typ, WrittenAt: at, FreshUntil: at.Add(fresh), LoadDuration: took, Payload: payload}
 	if keep > 0 {
 		keep = c.roundTTL(keep)
 		e.StaleUntil = e.FreshUntil.Add(keep)
 	}
-	return e, fresh + keep
+	// The store's TTL counts from now: the time since the load is spent.
+	ttl := e.FreshUntil.Add(keep).Sub(time.Now())
+	if ttl <= 0 {
+		ttl = time.Millisecond
+	}
+	return e, c.roundTTL(ttl)
 }
 
 func (c *Cache[K, V]) roundTTL(ttl time.Duration) time.Duration {
@@ -134,7 +140,7 @@ func earliest(a, b time.Time) time.Time {
 // set is Cache.Set: it supersedes any flight for the key in this process,
 // drops the near copy, and writes unconditionally.
 func (c *Cache[K, V]) set(ctx context.Context, k string, payload []byte) error {
-	e, ttl := c.newEntry(kindValue, payload, c.loadEWMA.get(), nil)
+	e, ttl := c.newEntry(kindValue, payload, c.loadEWMA.get(), nil, time.Now())
 	b := entry.Encode(&e)
 	if c.tooLarge(k, b) {
 		return errTooLarge(k, len(k)+len(b), c.cfg.limits.MaxEntrySize)
