@@ -268,6 +268,7 @@ func (c *Cache[K, V]) timeoutErr(k string) error {
 func (c *Cache[K, V]) outcomeFor(fl *flight[V], leader bool) (Result[V], error) {
 	o := &fl.out
 	if o.panicked {
+		c.count(fl.key, ansMiss, 0, false, false)
 		panic(o.panicVal)
 	}
 	r := o.res
@@ -290,7 +291,7 @@ func (c *Cache[K, V]) fly(fl *flight[V], key K, load Loader[K, V], first *view[V
 		fl.end(c.loadOnly(fl, key, load, nil))
 		return
 	}
-	a := c.acquire(fl, first, mode == modeRefresh, deadline)
+	a := c.acquire(fl, key, first, mode == modeRefresh, deadline)
 	switch a.kind {
 	case acqServe:
 		fl.end(outcome[V]{res: a.res, err: a.err, how: a.how})

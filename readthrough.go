@@ -229,8 +229,10 @@ type Cache[K comparable, V any] struct {
 
 	flights    flightTable[V] // loads (and, on a store that leases on read, reads)
 	refreshing flightTable[V] // background refreshes
-	near       *near[V]       // nil when Options.Near is off
+	near       *near[K, V]    // nil when Options.Near is off
 	link       link
+	epoch      time.Time // with its monotonic reading: near hits read only that clock
+	nearQuiet  bool      // no Recorder, no EarlyRefresh: a fresh near hit only counts
 	stats      counters
 	breaker    *breaker.Breaker // nil when Options.Breaker is off
 	refresh    *semaphore.Weighted
@@ -267,6 +269,7 @@ func New[K comparable, V any](st Store, opts *Options[K, V]) (*Cache[K, V], erro
 		refresh:  semaphore.NewWeighted(int64(cfg.MaxRefreshes)),
 	}
 	c.caps.find(st)
+	c.epoch = time.Now()
 	c.log = cfg.Logger.With("namespace", c.ns)
 	c.flights.init()
 	c.refreshing.init()
@@ -275,7 +278,8 @@ func New[K comparable, V any](st Store, opts *Options[K, V]) (*Cache[K, V], erro
 		c.breaker = breaker.New(cfg.Breaker.Failures, cfg.Breaker.CoolDown, c.breakerChanged)
 	}
 	if cfg.Near.MaxEntries > 0 {
-		c.near = newNear[V](cfg.Near.MaxEntries, c.nearEvicted)
+		c.near = newNear[K, V](cfg.Near.MaxEntries, c.nearEvicted)
+		c.nearQuiet = c.rec == nil && cfg.EarlyRefresh == 0
 	}
 	c.listen()
 	return c, nil
@@ -320,13 +324,21 @@ func (c *Cache[K, V]) Fetch(ctx context.Context, key K, load Loader[K, V]) (Resu
 	if c.work.isClosed() {
 		return Result[V]{}, ErrClosed
 	}
-	k := c.Key(key)
 	if c.near != nil {
-		if r, err, ok := c.nearGet(ctx, k, key, load); ok {
-			return r, err
+		if e, ok := c.near.get(key); ok {
+			el := time.Since(c.epoch)
+			if c.nearQuiet && el < e.freshMono && e.m.kind == entry.Value && c.link.covers(e.gen) {
+				// The hot path: a fresh copy, told of every change, and
+				// nothing to report but a count.
+				c.stats.nearFresh.Add(1)
+				return Result[V]{Value: e.value, Source: SourceNear, Age: e.ageMono + el, Expires: e.m.freshUntil}, nil
+			}
+			if r, err, ok := c.nearServe(ctx, key, load, e, el); ok {
+				return r, err
+			}
 		}
 	}
-	return c.fetch(ctx, k, key, load)
+	return c.fetch(ctx, c.Key(key), key, load)
 }
 
 // Peek returns what the cache holds for key without ever calling a loader
@@ -339,7 +351,7 @@ func (c *Cache[K, V]) Peek(ctx context.Context, key K) (r Result[V], ok bool, er
 	if c.work.isClosed() {
 		return Result[V]{}, false, ErrClosed
 	}
-	return c.peek(ctx, c.Key(key))
+	return c.peek(ctx, key)
 }
 
 // Set stores value under key with the configured TTL, replacing what is

@@ -33,6 +33,7 @@ type Stats struct {
 }
 
 type counters struct {
+	nearFresh, // fresh near hits: counted in Hits and NearHits, with one atomic add
 	hits, nearHits, negativeHits, misses, loads, loadErrors, shared,
 	lockWaits, lockTimeouts, storeErrors, decodeErrors, encodeErrors, oversize,
 	staleHits, failSafeHits, refreshes, refreshSkips, storeSkips,
@@ -44,8 +45,8 @@ type counters struct {
 func (c *Cache[K, V]) Stats() Stats {
 	s := &c.stats
 	st := Stats{
-		Hits:         s.hits.Load(),
-		NearHits:     s.nearHits.Load(),
+		Hits:         s.hits.Load() + s.nearFresh.Load(),
+		NearHits:     s.nearHits.Load() + s.nearFresh.Load(),
 		NegativeHits: s.negativeHits.Load(),
 		Misses:       s.misses.Load(),
 		Loads:        s.loads.Load(),
@@ -89,12 +90,14 @@ type EventKind uint8
 
 // The events a [Recorder] receives.
 const (
-	// EventHit: a call was answered from the cache. Source says how
-	// (near, cache, stale, lock-wait, shared); NotFound marks a cached
-	// not-found.
+	// EventHit: a call was answered from what the cache held. Source says
+	// how: near, cache, or stale (stale-while-revalidate, a re-armed
+	// value, SoftLoadTimeout, or fail-safe after a failed load, which also
+	// reports its miss); NotFound marks a cached not-found.
 	EventHit EventKind = iota + 1
 	// EventMiss: a call found nothing servable and joined or started a
-	// flight.
+	// flight: it was answered by a load (its Result's Source says loader,
+	// shared or lock-wait), or not at all.
 	EventMiss
 	// EventLoad: a loader call ended, after Duration, with Outcome "ok",
 	// "not-found", "error" (Err), "panic", "exit" or "timeout".
@@ -179,6 +182,11 @@ const (
 // cache; fallback, that fail-safe served it after its load failed.
 func (c *Cache[K, V]) count(k string, how answer, src Source, near, fallback bool) {
 	s := &c.stats
+	if near && how == ansFresh {
+		s.nearFresh.Add(1)
+		near = false
+		how = 255 // counted
+	}
 	switch how {
 	case ansMiss:
 		s.misses.Add(1)

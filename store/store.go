@@ -119,8 +119,8 @@ type Notifier interface {
 
 // Listener receives what a [Notifier] tells. Its methods are called from
 // the store's own goroutines, possibly concurrently, possibly with the
-// store's locks held: they must return quickly and must not call the
-// store.
+// store's locks held: they must return quickly, must not call the store,
+// and must not call the stop function Notify returned (it waits for them).
 //
 // The promise a Notifier makes is this: between a call to Connected and
 // the next call to Disconnected, every change to a key under the prefix
