@@ -65,6 +65,9 @@ func runWorker(role string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
+	// A value written back after its callers had it must land before the
+	// process exits, as in a service that closes its cache on shutdown.
+	defer cache.Close()
 	rep := workerReport{Sources: map[string]int{}}
 	var mu sync.Mutex
 	call := func(key string, load readthrough.Loader[string, string]) {
