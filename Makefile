@@ -1,6 +1,6 @@
 # Every module tied together by go.work. momentostore is apart: its SDK is
 # not on every module proxy (see test-momento).
-MODULES := . redisstore bench examples
+MODULES := . redisstore bench examples otelreadthrough
 GO ?= go
 STATICCHECK ?= v0.8.2
 
