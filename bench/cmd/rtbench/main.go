@@ -9,12 +9,12 @@
 package main
 
 import (
-	"github.com/readthrough-go/readthrough/store"
 	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
 	"fmt"
+	"github.com/readthrough-go/readthrough/store"
 	"log"
 	"os"
 	"os/exec"
@@ -506,14 +506,15 @@ func waitingCost(addr string) {
 	fmt.Println("| lock settings | p50 | p99 | max | store calls per waiter per second of waiting |")
 	fmt.Println("| --- | ---: | ---: | ---: | ---: |")
 	for _, s := range []struct {
-		name string
-		lock readthrough.LockOptions
+		name  string
+		lock  readthrough.LockOptions
+		plain bool
 	}{
-		{"before: poll 2 ms, backing off to 25 ms, retake tried every poll", readthrough.LockOptions{PollInterval: 2 * time.Millisecond, MaxPollInterval: 25 * time.Millisecond, RetakeInterval: time.Nanosecond}},
-		{fmt.Sprintf("after (defaults): poll %v, backing off to %v, retake tried every %v",
-			readthrough.DefaultPollInterval, readthrough.DefaultMaxPollInterval, readthrough.DefaultRetakeInterval), readthrough.LockOptions{}},
+		{fmt.Sprintf("polling (a store that cannot notify): poll %v, backing off to %v",
+			readthrough.DefaultPollInterval, readthrough.DefaultMaxPollInterval), readthrough.LockOptions{}, true},
+		{"notified (redisstore's invalidations), the default", readthrough.LockOptions{}, false},
 	} {
-		costs, rate := measureWaiting(addr, s.lock, latency, iterations, waiters)
+		costs, rate := measureWaiting(addr, s.lock, s.plain, latency, iterations, waiters)
 		slices.Sort(costs)
 		q := func(p float64) string {
 			return fmt.Sprintf("%.2f ms", float64(costs[int(p*float64(len(costs)-1))])/float64(time.Millisecond))
@@ -523,7 +524,7 @@ func waitingCost(addr string) {
 	fmt.Println()
 }
 
-func measureWaiting(addr string, lock readthrough.LockOptions, latency time.Duration, iterations, waiters int) ([]time.Duration, float64) {
+func measureWaiting(addr string, lock readthrough.LockOptions, plain bool, latency time.Duration, iterations, waiters int) ([]time.Duration, float64) {
 	ctx := context.Background()
 	newCache := func(s readthrough.Store) *readthrough.Cache[string, string] {
 		c, err := readthrough.New[string, string](s, &readthrough.Options[string, string]{Namespace: "wait", Lock: lock})
@@ -541,7 +542,11 @@ func measureWaiting(addr string, lock readthrough.LockOptions, latency time.Dura
 	for i := range caches {
 		cl := redis.NewClient(&redis.Options{Addr: addr})
 		defer cl.Close()
-		counted[i] = storetest.NewFaultyStore(redisstore.New(cl))
+		var st readthrough.Store = redisstore.New(cl)
+		if plain {
+			st = storetest.Plain(st)
+		}
+		counted[i] = storetest.NewFaultyStore(st)
 		caches[i] = newCache(counted[i])
 	}
 	var costs []time.Duration
