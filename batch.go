@@ -95,7 +95,7 @@ func (c *Cache[K, V]) FetchMany(ctx context.Context, keys []K, load BatchLoader[
 		seen[key] = true
 		k := c.Key(key)
 		if c.near != nil {
-			if r, err, ok := c.nearGet(ctx, k, key, single); ok {
+			if r, err, ok := c.nearGet(ctx, key, single); ok {
 				out[key] = Outcome[V]{r, err}
 				continue
 			}
@@ -284,7 +284,7 @@ func (c *Cache[K, V]) decide(m *member[K, V], single Loader[K, V]) {
 	}
 	switch st := m.v.st; {
 	case st.servable():
-		c.nearPut(m.fl.key, &m.v)
+		c.nearPut(m.key, m.fl.key, &m.v)
 		o := outcome[V]{res: m.v.result(SourceCache, now), how: answerOf(st)}
 		if st == sNegative {
 			o.err = c.notFound

@@ -83,10 +83,10 @@ func (c *Cache[K, V]) leaseEntry(token []byte, now time.Time) []byte {
 // holds its lease, or it must load without it. first is what the caller
 // read, if it did. A refresh takes the lease of a servable value instead
 // of serving it, and gives up where a caller would wait.
-func (c *Cache[K, V]) acquire(fl *flight[V], first *view[V], refresh bool, deadline time.Time) acquisition[V] {
+func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool, deadline time.Time) acquisition[V] {
 	ctx, k := fl.ctx, fl.key
 	if c.cfg.Lock.Disabled {
-		return c.acquireUnleased(fl, first, refresh, deadline)
+		return c.acquireUnleased(fl, key, first, refresh, deadline)
 	}
 	token := newToken()
 	lease := c.leaseEntry(token, time.Now())
@@ -153,7 +153,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], first *view[V], refresh bool, deadl
 		}
 		switch st {
 		case sFresh, sNegative, sRearmed, sStale:
-			c.nearPut(k, v)
+			c.nearPut(key, k, v)
 			src := SourceCache
 			if !waitStart.IsZero() {
 				src = SourceLockWait
@@ -214,7 +214,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], first *view[V], refresh bool, deadl
 }
 
 // acquireUnleased is acquire with Lock.Disabled: read once, serve or load.
-func (c *Cache[K, V]) acquireUnleased(fl *flight[V], first *view[V], refresh bool, deadline time.Time) acquisition[V] {
+func (c *Cache[K, V]) acquireUnleased(fl *flight[V], key K, first *view[V], refresh bool, deadline time.Time) acquisition[V] {
 	v := first
 	if v == nil {
 		snap := c.link.snapshot(fl.key)
@@ -232,7 +232,7 @@ func (c *Cache[K, V]) acquireUnleased(fl *flight[V], first *view[V], refresh boo
 		fl.fallback.Store(fb)
 	}
 	if v.st.servable() && !refresh {
-		c.nearPut(fl.key, v)
+		c.nearPut(key, fl.key, v)
 		a := acquisition[V]{kind: acqServe, res: v.result(SourceCache, now), seen: v.m.writtenAt, how: answerOf(v.st)}
 		switch v.st {
 		case sNegative:

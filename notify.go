@@ -152,7 +152,7 @@ func (l *listener[K, V]) Connected(complete bool) {
 func (l *listener[K, V]) Changed(key string) {
 	c := (*Cache[K, V])(l)
 	c.link.slot(key).Add(1)
-	if c.near != nil && c.near.drop(key) {
+	if c.near != nil && c.near.invalidate(key) {
 		c.stats.nearEvicted.Add(1)
 		c.record(Event{Kind: EventNearEvict, Key: key, Outcome: "changed", N: 1})
 	}
@@ -182,6 +182,6 @@ func (l *listener[K, V]) Disconnected(err error) {
 func (c *Cache[K, V]) invalidateLocal(k string) {
 	c.link.slot(k).Add(1)
 	if c.near != nil {
-		c.near.drop(k)
+		c.near.invalidate(k)
 	}
 }

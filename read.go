@@ -213,7 +213,7 @@ func (c *Cache[K, V]) fetch(ctx context.Context, k string, key K, load Loader[K,
 	v := c.look(k, raw, ok, now, token)
 	if v.st.servable() {
 		v.snap = s
-		c.nearPut(k, &v)
+		c.nearPut(key, k, &v)
 		return c.serve(ctx, k, key, load, &v, now)
 	}
 	first := v // only a miss pays for a copy that outlives the call
@@ -255,10 +255,10 @@ func (c *Cache[K, V]) serve(ctx context.Context, k string, key K, load Loader[K,
 
 // peek is Peek: the near copy, else one plain read of the store; never a
 // lease, never a load, never a refresh.
-func (c *Cache[K, V]) peek(ctx context.Context, k string) (Result[V], bool, error) {
+func (c *Cache[K, V]) peek(ctx context.Context, key K) (Result[V], bool, error) {
 	now := time.Now()
 	if c.near != nil {
-		if e, ok := c.near.get(k); ok && (c.link.covers(e.gen) || now.Before(e.until)) {
+		if e, ok := c.near.get(key); ok && (c.link.covers(e.gen) || now.Before(e.until)) {
 			if st := c.classify(&e.m, now, nil); st.servable() {
 				r := Result[V]{Value: e.value, Source: SourceNear, Age: now.Sub(e.m.writtenAt), Expires: e.m.freshUntil}
 				if st == sStale || st == sRearmed {
@@ -271,6 +271,7 @@ func (c *Cache[K, V]) peek(ctx context.Context, k string) (Result[V], bool, erro
 			}
 		}
 	}
+	k := c.Key(key)
 	raw, ok, err := c.get(ctx, k, c.budget())
 	if err != nil {
 		return Result[V]{}, false, err
