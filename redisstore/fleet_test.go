@@ -36,9 +36,11 @@ func TestMain(m *testing.M) {
 
 // workerReport is what a worker prints on its last line of stdout.
 type workerReport struct {
-	Sources map[string]int `json:"sources"`
-	Errors  []string       `json:"errors"`
-	MaxCall time.Duration  `json:"max_call"` // the slowest GetOrLoad
+	Sources map[string]int  `json:"sources"`
+	Errors  []string        `json:"errors"`
+	MaxCall time.Duration   `json:"max_call"` // the slowest GetOrLoad
+	Lags    []time.Duration `json:"lags"`     // near-reader: from each write to seeing it
+	Value   string          `json:"value"`    // slow-loader: what its load returned
 }
 
 func env(name string) string { return os.Getenv("RT_" + name) }
@@ -119,6 +121,12 @@ func runWorker(role string) int {
 	case "waiter":
 		rdb.Incr(ctx, env("RUN")+":waiters")
 		burst("contended", loader(200*time.Millisecond))
+	case "near-reader":
+		nearReader(ctx, rdb, &rep)
+	case "slow-loader":
+		slowLoader(ctx, rdb, cache, &rep)
+	case "batch":
+		batchWorker(ctx, rdb, &rep)
 	default:
 		fmt.Fprintln(os.Stderr, "unknown worker role", role)
 		return 2
