@@ -153,7 +153,7 @@ func TestRedisRoundTrips(t *testing.T) {
 	}
 	trips := func(f func()) int {
 		_, _ = c.GetOrLoad(t.Context(), -1, one) // connections up, scripts loaded
-		time.Sleep(50 * time.Millisecond)         // and its write-back done
+		time.Sleep(50 * time.Millisecond)        // and its write-back done
 		counter.Reset()
 		f()
 		time.Sleep(50 * time.Millisecond) // the write-back after the answer
