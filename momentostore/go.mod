@@ -1,6 +1,6 @@
 module github.com/readthrough-go/readthrough/momentostore
 
-go 1.26.0
+go 1.25.0
 
 require (
 	github.com/momentohq/client-sdk-go v1.40.1
