@@ -196,6 +196,9 @@ func newService(store readthrough.Store, catalogURL string, failSafe bool) (*ser
 		Namespace:   "product",
 		TTL:         5 * time.Minute,
 		NegativeTTL: 30 * time.Second, // a 404 is cached briefly
+		// Repeat hits from process memory; any write to a product, by
+		// any process, evicts its copy.
+		Near: readthrough.NearOptions{MaxEntries: 10_000},
 	}
 	if failSafe {
 		// When the catalog fails, serve the last good answer for up to
@@ -222,7 +225,7 @@ func (s *service) getProduct(w http.ResponseWriter, r *http.Request) {
 	}
 	res, err := s.cache.Fetch(r.Context(), id, s.fetchUpstream)
 	switch res.Source {
-	case readthrough.SourceCache:
+	case readthrough.SourceCache, readthrough.SourceNear:
 		w.Header().Set("x-cache", "hit")
 	case readthrough.SourceStale:
 		w.Header().Set("x-cache", "stale")
