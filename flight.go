@@ -304,7 +304,7 @@ func (c *Cache[K, V]) fly(fl *flight[V], key K, load Loader[K, V], first *view[V
 	case acqLeased:
 		c.loadLeased(fl, key, load, a.lease, a.fallback, mode == modeRefresh)
 	case acqUnleased:
-		fl.end(c.loadOnly(fl, key, load, a.fallback))
+		c.loadLeased(fl, key, load, nil, a.fallback, mode == modeRefresh) // Lock.Disabled: no lease, unfenced write
 	case acqNoStore:
 		fl.end(c.loadOnly(fl, key, load, a.fallback))
 	case acqFail:

@@ -96,6 +96,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 	var waitStart time.Time
 	bo := backoff.New(c.cfg.Lock.PollInterval, c.cfg.Lock.MaxPollInterval)
 	v := first
+	lost := 0 // races for the lease lost in a row: bounded, so bytes that read one way and compare another never spin
 	var seen time.Time // a refresh: when the value it set out to replace was written
 	if refresh {
 		seen, v = first.m.writtenAt, nil
@@ -184,6 +185,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 				c.waitDone(k, waitStart, "leased")
 				return acquisition[V]{kind: acqLeased, lease: &held{key: k, token: token, bytes: lease}, fallback: fb}
 			}
+			lost++
 		case sExpired, sUnusable:
 			h, err := c.takeOver(ctx, k, v, token, deadline)
 			if err != nil {
@@ -193,6 +195,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 				c.waitDone(k, waitStart, "leased")
 				return acquisition[V]{kind: acqLeased, lease: h, fallback: fb}
 			}
+			lost++
 		case sLeased:
 			if waitStart.IsZero() {
 				waitStart = now
@@ -209,9 +212,19 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 				return acquisition[V]{kind: acqFail, err: err, fallback: fb}
 			}
 		}
+		if lost > maxLeaseRaces {
+			// The key changes under every attempt, or reads differently than
+			// it compares (bytes cut on the way): load without the store.
+			c.waitDone(k, waitStart, "error")
+			return acquisition[V]{kind: acqNoStore, fallback: fb}
+		}
 		v = nil // read again
 	}
 }
+
+// maxLeaseRaces bounds the lease attempts a flight loses in a row before it
+// loads without the store.
+const maxLeaseRaces = 2
 
 // acquireUnleased is acquire with Lock.Disabled: read once, serve or load.
 func (c *Cache[K, V]) acquireUnleased(fl *flight[V], key K, first *view[V], refresh bool, deadline time.Time) acquisition[V] {
@@ -321,8 +334,10 @@ func (c *Cache[K, V]) waitChange(ctx context.Context, w *watcher, bo *backoff.Ba
 }
 
 // loadLeased loads under the lease h, keeping it alive while the loader
-// runs, and writes the answer back while the key still holds the lease. On
-// a store that blocks, callers get the answer before the write.
+// runs, and writes the answer back while the key still holds the lease (h
+// nil, with Lock.Disabled: unconditionally, unless a Set or Delete of this
+// process superseded the flight). On a store that blocks, callers get the
+// answer before the write.
 func (c *Cache[K, V]) loadLeased(fl *flight[V], key K, load Loader[K, V], h *held, fb *view[V], refresh bool) {
 	if refresh {
 		c.stats.refreshes.Add(1)
@@ -338,7 +353,7 @@ func (c *Cache[K, V]) loadLeased(fl *flight[V], key K, load Loader[K, V], h *hel
 	}()
 	ch := c.callLoader(fl, key, load)
 	var tick <-chan time.Time
-	if c.caps.hasCAS() {
+	if h != nil && c.caps.hasCAS() {
 		t := time.NewTicker(max(c.cfg.Lock.TTL/3, time.Millisecond))
 		defer t.Stop()
 		tick = t.C
@@ -417,6 +432,9 @@ func (c *Cache[K, V]) keepAlive(fl *flight[V], h *held) bool {
 // entry is deleted, an embedded lease is taken out of its value; either
 // only while the key still holds exactly our lease.
 func (c *Cache[K, V]) release(h *held) {
+	if h == nil {
+		return // Lock.Disabled: no lease
+	}
 	ctx, cancel := c.bgCtx()
 	defer cancel()
 	deadline := time.Now().Add(c.cfg.StoreTimeout)
