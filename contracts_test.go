@@ -17,6 +17,7 @@ import (
 
 	rt "github.com/readthrough-go/readthrough"
 	"github.com/readthrough-go/readthrough/memstore"
+	"github.com/readthrough-go/readthrough/store"
 	"github.com/readthrough-go/readthrough/storetest"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -350,5 +351,86 @@ func TestTwoValueTypesOnOneNamespaceAreReported(t *testing.T) {
 		assert.Equal(t, 1, strings.Count(out, "another value type"), "one warning, rate-limited:\n%s", out)
 		assert.Contains(t, out, "namespace=shared")
 		assert.Contains(t, out, "key=shared:0")
+	})
+}
+
+// TestSetTTLChoosesTheValuesTTL: a loader's SetTTL replaces TTL for the
+// value it returns (a batch loader's, for every value of the call),
+// clamped to the store's longest TTL; a not-found keeps NegativeTTL.
+func TestSetTTLChoosesTheValuesTTL(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		c := newCache(t, limited{memstore.New(), store.Limits{MaxTTL: time.Hour}}, &rt.Options[string, string]{TTL: time.Minute, NegativeTTL: time.Second})
+		r, err := c.Fetch(context.Background(), "short", func(ctx context.Context, _ string) (string, error) {
+			assert.True(t, rt.SetTTL(ctx, 5*time.Second))
+			return "v", nil
+		})
+		require.NoError(t, err)
+		assert.Equal(t, time.Now().Add(5*time.Second), r.Expires)
+		r, err = c.Fetch(context.Background(), "long", func(ctx context.Context, _ string) (string, error) {
+			rt.SetTTL(ctx, 48*time.Hour)
+			return "v", nil
+		})
+		require.NoError(t, err)
+		assert.Equal(t, time.Now().Add(time.Hour), r.Expires, "clamped to the store's MaxTTL")
+		assert.False(t, rt.SetTTL(context.Background(), time.Second), "not a load's context")
+
+		outs, err := c.FetchMany(context.Background(), []string{"a", "b"}, func(ctx context.Context, keys []string) (map[string]string, error) {
+			rt.SetTTL(ctx, 10*time.Second)
+			return map[string]string{"a": "1", "b": "2"}, nil
+		})
+		require.NoError(t, err)
+		for _, k := range []string{"a", "b"} {
+			assert.Equal(t, time.Now().Add(10*time.Second), outs[k].Expires, k)
+		}
+		time.Sleep(5 * time.Second)
+		l := countLoads(echo)
+		r, _ = c.Fetch(context.Background(), "short", l.load)
+		assert.Equal(t, rt.SourceLoader, r.Source, "expired at the loader's TTL, not TTL")
+	})
+}
+
+// TestPeekNeverLoadsNorLeases: Peek reads; it never calls a loader, takes
+// a lease or starts a refresh, whatever the key holds.
+func TestPeekNeverLoadsNorLeases(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		fs := storetest.NewFaultyStore(memstore.New())
+		c := newCache(t, fs, &rt.Options[string, string]{TTL: 10 * time.Second, StaleWhileRevalidate: time.Minute, NegativeTTL: time.Minute})
+		_, _ = c.GetOrLoad(context.Background(), "v", echo)
+		_, _ = c.GetOrLoad(context.Background(), "gone", func(context.Context, string) (string, error) { return "", rt.ErrNotFound })
+		synctest.Wait()
+		fs.ResetCalls()
+		r, ok, err := c.Peek(context.Background(), "v")
+		assert.True(t, ok)
+		assert.NoError(t, err)
+		assert.Equal(t, rt.SourceCache, r.Source)
+		_, ok, err = c.Peek(context.Background(), "gone")
+		assert.True(t, ok)
+		assert.ErrorIs(t, err, rt.ErrNotFound)
+		_, ok, err = c.Peek(context.Background(), "absent")
+		assert.False(t, ok)
+		assert.NoError(t, err)
+		time.Sleep(11 * time.Second)
+		r, ok, _ = c.Peek(context.Background(), "v")
+		assert.True(t, ok)
+		assert.Equal(t, rt.SourceStale, r.Source, "within this Cache's stale window")
+		synctest.Wait()
+		assert.Equal(t, fs.Calls(storetest.OpGet), fs.TotalCalls(), "only reads: no lease, no write, no refresh")
+		assert.Zero(t, c.Stats().Loads-2)
+	})
+}
+
+// TestLogLinesCarryStableAttributes: store errors are logged with the
+// attributes users filter on: namespace, key, op, err.
+func TestLogLinesCarryStableAttributes(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		logs := &logRecorder{}
+		fs := storetest.NewFaultyStore(memstore.New())
+		fs.InjectAll(storetest.Fault{})
+		c := newCache(t, fs, &rt.Options[string, string]{Namespace: "product", Logger: slog.New(logs)})
+		_, _ = c.GetOrLoad(context.Background(), "42", echo)
+		out := logs.text()
+		for _, attr := range []string{"namespace=product", "key=product:42", "op=get", "err="} {
+			assert.Contains(t, out, attr)
+		}
 	})
 }
