@@ -167,11 +167,14 @@ func appendInt64(b []byte, tag byte, v int64) []byte {
 	return binary.BigEndian.AppendUint64(b, uint64(v))
 }
 
+// zero8 stands for the check's own bytes in its checksum: a package-level
+// array, since a local one would escape to the heap through crc32.Update.
+var zero8 [8]byte
+
 // checksum is the CRC-32C of b with the check's own 8 bytes read as zero.
 func checksum(b []byte) uint32 {
-	var zero [8]byte
 	c := crc32.Update(0, castagnoli, b[:headerSize+2])
-	c = crc32.Update(c, castagnoli, zero[:])
+	c = crc32.Update(c, castagnoli, zero8[:])
 	return crc32.Update(c, castagnoli, b[headerSize+checkSize:])
 }
 
