@@ -79,37 +79,50 @@ func (c *Cache[K, V]) FetchMany(ctx context.Context, keys []K, load BatchLoader[
 	}
 	out := make(map[K]Outcome[V], len(keys))
 	single := singleOf(load) // for refreshes, and keys that wait on another's lease
-	type wait struct {
-		key    K
-		fl     *flight[V]
-		leader bool
+	var softAt time.Time     // one SoftLoadTimeout for the whole batch
+	if c.cfg.SoftLoadTimeout > 0 {
+		softAt = time.Now().Add(c.cfg.SoftLoadTimeout)
 	}
-	var waits []wait
-	var members []*member[K, V]
-	var shared *flight[V] // the context the flights this call starts share
+	// First everything that may panic (KeyFunc, a Recorder on near hits),
+	// before any flight is registered: a panic then leaves none behind.
+	type want struct {
+		key K
+		k   string
+	}
+	wants := make([]want, 0, len(keys))
 	seen := make(map[K]bool, len(keys))
 	for _, key := range keys {
 		if seen[key] {
 			continue
 		}
 		seen[key] = true
-		k := c.Key(key)
 		if c.near != nil {
 			if r, err, ok := c.nearGet(ctx, key, single); ok {
 				out[key] = Outcome[V]{r, err}
 				continue
 			}
 		}
-		fl, created := c.flights.join(k, func() *flight[V] {
+		wants = append(wants, want{key, c.Key(key)})
+	}
+	type wait struct {
+		key    K
+		fl     *flight[V]
+		leader bool
+	}
+	waits := make([]wait, 0, len(wants))
+	var members []*member[K, V]
+	var shared *flight[V] // the context the flights this call starts share
+	for _, w := range wants {
+		fl, created := c.flights.join(w.k, func() *flight[V] {
 			if shared == nil {
 				shared = c.newFlight(ctx, "", nil, c.cfg.LoadTimeout)
 			}
 			// The batch owns the shared context: a member's own cancel does nothing.
-			fl := &flight[V]{key: k, table: &c.flights, done: make(chan struct{}), ctx: shared.ctx, cancel: func() {}, ttl: shared.ttl}
-			members = append(members, &member[K, V]{key: key, fl: fl})
+			fl := &flight[V]{key: w.k, table: &c.flights, done: make(chan struct{}), ctx: shared.ctx, cancel: func() {}, ttl: shared.ttl}
+			members = append(members, &member[K, V]{key: w.key, fl: fl})
 			return fl
 		})
-		waits = append(waits, wait{key, fl, created})
+		waits = append(waits, wait{w.key, fl, created})
 	}
 	if len(members) > 0 {
 		if c.work.add() {
@@ -118,10 +131,11 @@ func (c *Cache[K, V]) FetchMany(ctx context.Context, keys []K, load BatchLoader[
 			for _, m := range members {
 				m.fl.end(outcome[V]{err: ErrClosed})
 			}
+			shared.cancel()
 		}
 	}
 	for _, w := range waits {
-		r, err := c.await(ctx, w.fl, w.leader)
+		r, err := c.await(ctx, w.fl, w.leader, softAt)
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			return out, ctx.Err()
 		}
@@ -149,13 +163,14 @@ func singleOf[K comparable, V any](load BatchLoader[K, V]) Loader[K, V] {
 // member is one key of a batch, with its own flight (so single calls for
 // the key join it) and what the batch learned of it.
 type member[K comparable, V any] struct {
-	key   K
-	fl    *flight[V]
-	v     view[V]
-	lease *held
-	fb    *view[V]
-	token []byte
-	state memberState
+	key     K
+	fl      *flight[V]
+	v       view[V]
+	lease   *held
+	fb      *view[V]
+	token   []byte
+	state   memberState
+	started bool // mSingle: its own flight goroutine runs it
 }
 
 type memberState uint8
@@ -181,12 +196,12 @@ func (c *Cache[K, V]) runBatch(shared *flight[V], members []*member[K, V], load 
 			c.log.Error("readthrough: panic in a batch", "err", fmt.Errorf("panic: %v", p), "stack", string(debug.Stack()))
 		}
 		for _, m := range members {
-			if m.state == mSingle {
+			if m.state == mSingle && m.started {
 				continue // its own goroutine ends it
 			}
 			if p != nil && !m.fl.published() {
 				if m.lease != nil {
-					c.release(m.lease)
+					c.release(m.fl, m.lease)
 				}
 				m.fl.end(outcome[V]{panicked: true, panicVal: p})
 			}
@@ -201,6 +216,7 @@ func (c *Cache[K, V]) runBatch(shared *flight[V], members []*member[K, V], load 
 		switch m.state {
 		case mSingle:
 			if c.work.add() {
+				m.started = true
 				go c.flightBody(m.fl, func() { c.fly(m.fl, m.key, single, nil, modeStore, c.budget()) })
 			} else {
 				m.fl.end(outcome[V]{err: ErrClosed})
@@ -214,7 +230,7 @@ func (c *Cache[K, V]) runBatch(shared *flight[V], members []*member[K, V], load 
 		c.batchLoad(shared, loading, load)
 	}
 	for _, m := range members {
-		if m.state == mSingle {
+		if m.state == mSingle && m.started {
 			<-m.fl.done // they share the batch's context: keep it until they are done
 		}
 	}
@@ -260,10 +276,13 @@ func (c *Cache[K, V]) batchRead(ctx context.Context, members []*member[K, V], de
 		}
 		return
 	}
+	var again []*member[K, V]
 	for i, m := range members {
 		switch op := &ops[i]; {
-		case errors.Is(op.Err, errors.ErrUnsupported):
-			m.state = mSingle // a wrapper that cannot GetOrSet: it reads alone
+		case op.Kind == store.OpGetOrSet && errors.Is(op.Err, errors.ErrUnsupported):
+			// A wrapper over a store that cannot GetOrSet: read with Get.
+			c.caps.noGOS.Store(true)
+			again = append(again, m)
 		case op.Err != nil:
 			c.memberFailed(ctx, m, op.Err)
 		case op.Kind == store.OpGetOrSet && op.OK:
@@ -273,6 +292,9 @@ func (c *Cache[K, V]) batchRead(ctx context.Context, members []*member[K, V], de
 			m.v.snap = snaps[i]
 			c.decide(m, single)
 		}
+	}
+	if len(again) > 0 {
+		c.batchRead(ctx, again, deadline, single)
 	}
 }
 
@@ -342,7 +364,7 @@ func (c *Cache[K, V]) batchLease(ctx context.Context, members []*member[K, V], d
 					m.lease = &held{key: m.fl.key, token: m.token, bytes: lease}
 				}
 			} else {
-				m.lease, err = c.takeOver(ctx, m.fl.key, &m.v, m.token, deadline)
+				m.lease, err = c.takeOver(ctx, m.fl, &m.v, m.token, deadline)
 			}
 			switch {
 			case err != nil:
@@ -433,7 +455,7 @@ wait:
 					if m.fb != nil && c.closeCtx.Err() == nil {
 						c.rearm(m.fl, m.lease, m.fb)
 					} else {
-						c.release(m.lease)
+						c.release(m.fl, m.lease)
 					}
 				}
 				m.fl.end(o)
@@ -466,7 +488,7 @@ wait:
 		case m.lease != nil && kind == kindRearm:
 			after = append(after, func() { c.rearm(m.fl, m.lease, m.fb) })
 		case m.lease != nil:
-			after = append(after, func() { c.release(m.lease) })
+			after = append(after, func() { c.release(m.fl, m.lease) })
 		}
 		m.fl.out = o // published below
 	}
@@ -517,16 +539,16 @@ func (c *Cache[K, V]) batchWrite(ws []batchWrite[K, V]) {
 	// Hold the members' write locks, in key order, as a Set holds one.
 	slices.SortFunc(ws, func(a, b batchWrite[K, V]) int { return strings.Compare(a.m.fl.key, b.m.fl.key) })
 	ops := make([]store.Op, 0, len(ws))
+	var unwritten []*member[K, V] // too large: their leases are released after
 	for _, w := range ws {
 		w.m.fl.wmu.Lock()
-		defer w.m.fl.wmu.Unlock()
+	}
+	for _, w := range ws {
 		switch {
 		case w.m.fl.superseded.Load():
 			continue // a Set or Delete won; its write stands
 		case c.tooLarge(w.m.fl.key, w.b):
-			if w.m.lease != nil {
-				defer c.release(w.m.lease)
-			}
+			unwritten = append(unwritten, w.m)
 		case w.m.lease != nil && c.caps.hasCAS():
 			ops = append(ops, store.Op{Kind: store.OpCompareAndSwap, Key: w.m.fl.key, Old: w.m.lease.bytes, Value: w.b, TTL: w.ttl})
 		case w.m.lease != nil || w.m.state == mLoad:
@@ -534,9 +556,23 @@ func (c *Cache[K, V]) batchWrite(ws []batchWrite[K, V]) {
 		}
 		// A member whose lease was lost writes nothing: the key is someone else's.
 	}
-	if len(ops) == 0 {
-		return
+	if len(ops) > 0 {
+		c.batchStore(ops)
+		for _, op := range ops {
+			c.invalidateLocal(op.Key) // no near copy from before our own write survives it
+		}
 	}
+	for _, w := range ws {
+		w.m.fl.wmu.Unlock()
+	}
+	for _, m := range unwritten {
+		c.release(m.fl, m.lease)
+	}
+}
+
+// batchStore writes ops in one round trip on a store with batches, one at
+// a time on others.
+func (c *Cache[K, V]) batchStore(ops []store.Op) {
 	ctx, cancel := c.bgCtx()
 	defer cancel()
 	deadline := time.Now().Add(c.cfg.StoreTimeout)

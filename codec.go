@@ -37,7 +37,9 @@ type bytesCodec struct{}
 
 func (bytesCodec) Marshal(v []byte) ([]byte, error) { return v, nil }
 
-// Unmarshal returns b itself: the cache hands each caller bytes of its own.
+// Unmarshal returns b itself, the bytes the store returned. Callers that
+// share a flight, or a near copy, get the same slice: treat it as
+// read-only, as any value a Cache returns.
 func (bytesCodec) Unmarshal(b []byte) ([]byte, error) { return b, nil }
 
 // StringCodec stores string values as their bytes, with no encoding.

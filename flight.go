@@ -89,13 +89,27 @@ type flightTable[V any] struct {
 
 func (t *flightTable[V]) init() { t.m = make(map[string]*flight[V]) }
 
-// join returns the live flight for k, or registers the one newFlight
-// returns. A flight whose context has ended (LoadTimeout, Close) is never
-// joined: the next call starts afresh instead of waiting on a stuck load.
+// joinable reports whether a call may join fl: not once its context ended
+// (LoadTimeout, Close: the next call starts afresh instead of waiting on a
+// stuck load), nor once it published an answer that is no longer fresh
+// (it stays in the table while its write-back is under way).
+func (fl *flight[V]) joinable() bool {
+	if fl.ctx.Err() != nil {
+		return false
+	}
+	if fl.published() {
+		o := &fl.out
+		return !o.panicked && o.err == nil && o.res.Source != SourceStale && time.Now().Before(o.res.Expires)
+	}
+	return true
+}
+
+// join returns the joinable flight for k, or registers the one newFlight
+// returns.
 func (t *flightTable[V]) join(k string, newFlight func() *flight[V]) (fl *flight[V], created bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if fl := t.m[k]; fl != nil && fl.ctx.Err() == nil {
+	if fl := t.m[k]; fl != nil && fl.joinable() {
 		return fl, false
 	}
 	fl = newFlight()
@@ -206,6 +220,9 @@ func (c *Cache[K, V]) flightBody(fl *flight[V], work func()) {
 func (c *Cache[K, V]) flightFor(ctx context.Context, k string, key K, load Loader[K, V], first *view[V], mode flightMode, deadline time.Time) (Result[V], error) {
 	fl, leader := c.startFlight(ctx, k, key, load, first, mode, deadline)
 	if fl == nil {
+		if first != nil && first.st == sOurs {
+			c.release(nil, heldOf(k, first)) // leased on read, then the cache closed
+		}
 		return Result[V]{}, ErrClosed
 	}
 	if !leader && first != nil && first.st == sOurs {
@@ -213,18 +230,25 @@ func (c *Cache[K, V]) flightFor(ctx context.Context, k string, key K, load Loade
 		// meanwhile (it may be waiting on our lease): give the lease back
 		// and share that flight.
 		h := heldOf(k, first)
-		c.spawn("a lease's release", func() { c.release(h) })
+		if !c.spawn("a lease's release", func() { c.release(nil, h) }) {
+			c.release(nil, h)
+		}
 	}
-	return c.await(ctx, fl, leader)
+	return c.await(ctx, fl, leader, time.Time{})
 }
 
 // await waits for fl on the caller's ctx, and at most until the flight's
 // own context ends (LoadTimeout or Close), whatever the flight's goroutine
-// is stuck in.
-func (c *Cache[K, V]) await(ctx context.Context, fl *flight[V], leader bool) (Result[V], error) {
+// is stuck in. softAt is when SoftLoadTimeout lets the caller go with
+// fail-safe's value: zero for SoftLoadTimeout from now (a batch passes one
+// deadline for all its keys).
+func (c *Cache[K, V]) await(ctx context.Context, fl *flight[V], leader bool, softAt time.Time) (Result[V], error) {
 	var soft <-chan time.Time
 	if c.cfg.SoftLoadTimeout > 0 {
-		t := time.NewTimer(c.cfg.SoftLoadTimeout)
+		if softAt.IsZero() {
+			softAt = time.Now().Add(c.cfg.SoftLoadTimeout)
+		}
+		t := time.NewTimer(time.Until(softAt))
 		defer t.Stop()
 		soft = t.C
 	}
@@ -242,7 +266,7 @@ func (c *Cache[K, V]) await(ctx context.Context, fl *flight[V], leader bool) (Re
 			if c.closeCtx.Err() != nil {
 				return Result[V]{}, ErrClosed
 			}
-			if fb := fl.fallback.Load(); fb != nil {
+			if fb := c.stillCovers(fl.fallback.Load(), time.Now()); fb != nil {
 				c.count(fl.key, ansMiss, SourceStale, false, true)
 				return fb.result(SourceStale, time.Now()), nil
 			}
@@ -250,7 +274,7 @@ func (c *Cache[K, V]) await(ctx context.Context, fl *flight[V], leader bool) (Re
 			return Result[V]{}, c.timeoutErr(fl.key)
 		case <-soft:
 			soft = nil
-			if fb := fl.fallback.Load(); fb != nil {
+			if fb := c.stillCovers(fl.fallback.Load(), time.Now()); fb != nil {
 				// The load goes on and caches its result when it lands.
 				c.count(fl.key, ansStale, SourceStale, false, false)
 				return fb.result(SourceStale, time.Now()), nil
@@ -317,7 +341,7 @@ var errRefreshSkipped = errors.New("readthrough: refresh skipped")
 // failed is the outcome of a flight that could not load: fail-safe's
 // fallback when there is one, else err.
 func (c *Cache[K, V]) failed(fl *flight[V], fb *view[V], err error) outcome[V] {
-	if fb != nil {
+	if fb = c.stillCovers(fb, time.Now()); fb != nil {
 		return outcome[V]{res: fb.result(SourceStale, time.Now()), fallback: true}
 	}
 	if c.closeCtx.Err() != nil {
@@ -347,11 +371,11 @@ type loaded[V any] struct {
 // the loader to return.
 func (c *Cache[K, V]) callLoader(fl *flight[V], key K, load Loader[K, V]) <-chan loaded[V] {
 	ch := make(chan loaded[V], 1)
-	c.stats.loads.Add(1)
 	if !c.work.add() {
 		ch <- loaded[V]{err: ErrClosed}
 		return ch
 	}
+	c.stats.loads.Add(1)
 	go func() {
 		defer c.work.done()
 		var r loaded[V]
@@ -395,6 +419,7 @@ func (c *Cache[K, V]) loadOnly(fl *flight[V], key K, load Loader[K, V], fb *view
 // batch reports its one load).
 func (c *Cache[K, V]) judge(fl *flight[V], r loaded[V], fb *view[V], record bool) (outcome[V], entryKind, []byte) {
 	now := time.Now()
+	fb = c.stillCovers(fb, now) // the load may have outlasted fail-safe's window
 	loadDone := func(how string) {
 		if record {
 			c.loadDone(fl.key, r, how)

@@ -96,7 +96,13 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 	var waitStart time.Time
 	bo := backoff.New(c.cfg.Lock.PollInterval, c.cfg.Lock.MaxPollInterval)
 	v := first
-	lost := 0 // races for the lease lost in a row: bounded, so bytes that read one way and compare another never spin
+	if v != nil && v.st != sOurs && v.snap.ok && !c.link.unchanged(k, v.snap) {
+		// The key changed since the caller read it, before this flight was
+		// watching it: that read says nothing any more. (Unless the read
+		// leased the key for us: that change was ours.)
+		v = nil
+	}
+	lost := 0          // races for the lease lost in a row: bounded, so bytes that read one way and compare another never spin
 	var seen time.Time // a refresh: when the value it set out to replace was written
 	if refresh {
 		seen, v = first.m.writtenAt, nil
@@ -119,7 +125,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 					continue // a wrapper without it: read with Get from now on
 				}
 				if err != nil {
-					return c.storeFailed(ctx, k, waitStart, err, fb)
+					return c.storeFailed(ctx, k, waitStart, err, fb, &held{key: k, token: token, bytes: lease})
 				}
 				if stored {
 					c.waitDone(k, waitStart, "leased")
@@ -129,7 +135,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 			} else {
 				raw, ok, err := c.get(ctx, k, deadline)
 				if err != nil {
-					return c.storeFailed(ctx, k, waitStart, err, fb)
+					return c.storeFailed(ctx, k, waitStart, err, fb, nil)
 				}
 				read = c.look(k, raw, ok, time.Now(), token)
 			}
@@ -179,7 +185,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 		case sAbsent:
 			stored, err := c.setIfAbsent(ctx, k, lease, c.cfg.Lock.TTL, deadline)
 			if err != nil {
-				return c.storeFailed(ctx, k, waitStart, err, fb)
+				return c.storeFailed(ctx, k, waitStart, err, fb, &held{key: k, token: token, bytes: lease})
 			}
 			if stored {
 				c.waitDone(k, waitStart, "leased")
@@ -187,9 +193,9 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 			}
 			lost++
 		case sExpired, sUnusable:
-			h, err := c.takeOver(ctx, k, v, token, deadline)
+			h, err := c.takeOver(ctx, fl, v, token, deadline)
 			if err != nil {
-				return c.storeFailed(ctx, k, waitStart, err, fb)
+				return c.storeFailed(ctx, k, waitStart, err, fb, h)
 			}
 			if h != nil {
 				c.waitDone(k, waitStart, "leased")
@@ -229,11 +235,14 @@ const maxLeaseRaces = 2
 // acquireUnleased is acquire with Lock.Disabled: read once, serve or load.
 func (c *Cache[K, V]) acquireUnleased(fl *flight[V], key K, first *view[V], refresh bool, deadline time.Time) acquisition[V] {
 	v := first
+	if v != nil && v.snap.ok && !c.link.unchanged(fl.key, v.snap) {
+		v = nil // the key changed since the caller read it: read again
+	}
 	if v == nil {
 		snap := c.link.snapshot(fl.key)
 		raw, ok, err := c.get(fl.ctx, fl.key, deadline)
 		if err != nil {
-			return c.storeFailed(fl.ctx, fl.key, time.Time{}, err, nil)
+			return c.storeFailed(fl.ctx, fl.key, time.Time{}, err, nil, nil)
 		}
 		read := c.look(fl.key, raw, ok, time.Now(), nil)
 		read.snap = snap
@@ -260,8 +269,14 @@ func (c *Cache[K, V]) acquireUnleased(fl *flight[V], key K, first *view[V], refr
 
 // storeFailed ends a flight's store use: a failure goes to the loader with
 // no more store calls; an ended flight context (LoadTimeout, Close) ends
-// the flight.
-func (c *Cache[K, V]) storeFailed(ctx context.Context, k string, waitStart time.Time, err error, fb *view[V]) acquisition[V] {
+// the flight. tried is a lease the failed call may have written anyway (a
+// reply lost after the server applied it): it is released in the
+// background, only if the key still holds exactly it, so other processes
+// do not wait out its TTL on a lease nobody holds.
+func (c *Cache[K, V]) storeFailed(ctx context.Context, k string, waitStart time.Time, err error, fb *view[V], tried *held) acquisition[V] {
+	if tried != nil {
+		c.spawn("a lease's release", func() { c.release(nil, tried) })
+	}
 	if ctx.Err() != nil {
 		c.waitDone(k, waitStart, "cancelled")
 		return acquisition[V]{kind: acqFail, err: ctx.Err(), fallback: fb}
@@ -280,8 +295,10 @@ func (c *Cache[K, V]) waitDone(k string, start time.Time, how string) {
 // expired value (the lease goes inside it, so readers with longer stale
 // windows keep it), or bytes that are not an entry of ours at all (the
 // lease replaces them). It returns nil, nil when the key changed since it
-// was read: someone else got there first.
-func (c *Cache[K, V]) takeOver(ctx context.Context, k string, v *view[V], token []byte, deadline time.Time) (*held, error) {
+// was read: someone else got there first. On an error it returns the lease
+// it tried to write, which the call may have written anyway.
+func (c *Cache[K, V]) takeOver(ctx context.Context, fl *flight[V], v *view[V], token []byte, deadline time.Time) (*held, error) {
+	k := fl.key
 	now := time.Now()
 	h := &held{key: k, token: token}
 	ttl := c.cfg.Lock.TTL
@@ -294,20 +311,35 @@ func (c *Cache[K, V]) takeOver(ctx context.Context, k string, v *view[V], token 
 	}
 	if c.caps.hasCAS() {
 		ok, err := c.cas(ctx, k, v.raw, h.bytes, ttl, deadline)
-		if err != errUnsupported {
-			if err != nil || !ok {
-				return nil, err
-			}
+		switch {
+		case err == errUnsupported:
+		case err != nil:
+			return h, err
+		case !ok:
+			return nil, nil
+		default:
 			return h, nil
 		}
 	}
-	// No compare-and-swap: write the lease, then read who won.
-	if err := c.put(ctx, k, h.bytes, ttl, deadline); err != nil {
-		return nil, err
+	// No compare-and-swap: write the lease, then read who won. A Set or
+	// Delete of this process made meanwhile must not be overwritten: the
+	// write is ordered with them by the flight's write lock.
+	fl.wmu.Lock()
+	if fl.superseded.Load() {
+		fl.wmu.Unlock()
+		return nil, nil
+	}
+	err := c.put(ctx, k, h.bytes, ttl, deadline)
+	fl.wmu.Unlock()
+	if err != nil {
+		return h, err
 	}
 	raw, ok, err := c.get(ctx, k, deadline)
-	if err != nil || !ok || !bytes.Equal(raw, h.bytes) {
-		return nil, err
+	switch {
+	case err != nil:
+		return h, err
+	case !ok || !bytes.Equal(raw, h.bytes):
+		return nil, nil
 	}
 	return h, nil
 }
@@ -347,7 +379,7 @@ func (c *Cache[K, V]) loadLeased(fl *flight[V], key K, load Loader[K, V], h *hel
 		// key for the next flight, here or elsewhere; the flight's own
 		// recover hands it to the callers.
 		if p := recover(); p != nil {
-			c.release(h)
+			c.release(fl, h)
 			panic(p)
 		}
 	}()
@@ -376,7 +408,7 @@ wait:
 			if fb != nil && c.closeCtx.Err() == nil {
 				c.rearm(fl, h, fb)
 			} else {
-				c.release(h)
+				c.release(fl, h)
 			}
 			fl.end(o)
 			return
@@ -394,7 +426,7 @@ wait:
 	case kind == kindRearm:
 		write = func() { c.rearm(fl, h, fb) }
 	default:
-		write = func() { c.release(h) }
+		write = func() { c.release(fl, h) }
 	}
 	if c.caps.local {
 		write()
@@ -431,9 +463,19 @@ func (c *Cache[K, V]) keepAlive(fl *flight[V], h *held) bool {
 // release gives the lease back after a load that wrote nothing: a lease
 // entry is deleted, an embedded lease is taken out of its value; either
 // only while the key still holds exactly our lease.
-func (c *Cache[K, V]) release(h *held) {
+func (c *Cache[K, V]) release(fl *flight[V], h *held) {
 	if h == nil {
 		return // Lock.Disabled: no lease
+	}
+	if fl != nil {
+		// Ordered with this process's Set and Delete of the key: after one
+		// of them, the lease is gone already, and a check-then-delete must
+		// not delete what the Set wrote.
+		fl.wmu.Lock()
+		defer fl.wmu.Unlock()
+		if fl.superseded.Load() {
+			return
+		}
 	}
 	ctx, cancel := c.bgCtx()
 	defer cancel()

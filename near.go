@@ -58,11 +58,11 @@ func newNear[K comparable, V any](maxEntries int, evicted func(n int)) *near[K, 
 		MaximumSize: maxEntries,
 		OnAtomicDeletion: func(e otter.DeletionEvent[K, *nearEntry[V]]) {
 			if e.Cause == otter.CauseOverflow {
-				evicted(1)
 				// Under otter's lock, maybe under ours: note it, prune later.
 				n.goneMu.Lock()
 				n.gone = append(n.gone, e.Value.skey)
 				n.goneMu.Unlock()
+				evicted(1)
 			}
 		},
 		// Maintenance runs on the calling goroutine: no goroutine of otter's
@@ -144,6 +144,7 @@ func (n *near[K, V]) len() int { return n.c.EstimatedSize() }
 func (c *Cache[K, V]) nearEvicted(n int) {
 	c.stats.nearEvicted.Add(uint64(n))
 	if c.rec != nil {
+		defer c.safe("a Recorder") // inside otter's eviction, which would only log it elsewhere
 		c.record(Event{Kind: EventNearEvict, Outcome: "size", N: n})
 	}
 }
@@ -186,6 +187,9 @@ func (c *Cache[K, V]) nearServe(ctx context.Context, key K, load Loader[K, V], e
 	}
 	if el < e.freshMono && e.m.kind == entry.Value && c.nearQuiet {
 		c.stats.nearFresh.Add(1)
+		if c.rec != nil {
+			c.record(Event{Kind: EventHit, Key: e.skey, Source: SourceNear})
+		}
 		return Result[V]{Value: e.value, Source: SourceNear, Age: e.ageMono + el, Expires: e.m.freshUntil}, nil, true
 	}
 	now := time.Now()

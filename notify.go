@@ -2,7 +2,9 @@ package readthrough
 
 import (
 	"errors"
+	"fmt"
 	"hash/maphash"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 )
@@ -135,8 +137,17 @@ func (c *Cache[K, V]) listen() {
 // listener is the Cache as a store.Listener.
 type listener[K comparable, V any] Cache[K, V]
 
+// safe runs a listener method's work on the store's goroutine, where a
+// panic (in a Recorder, say) must not crash the process: it is logged.
+func (c *Cache[K, V]) safe(what string) {
+	if p := recover(); p != nil {
+		c.log.Error("readthrough: panic in "+what, "op", "notify", "err", fmt.Errorf("panic: %v", p), "stack", string(debug.Stack()))
+	}
+}
+
 func (l *listener[K, V]) Connected(complete bool) {
 	c := (*Cache[K, V])(l)
+	defer c.safe("a notification")
 	c.link.up.Store(true)
 	if complete {
 		for {
@@ -151,6 +162,7 @@ func (l *listener[K, V]) Connected(complete bool) {
 
 func (l *listener[K, V]) Changed(key string) {
 	c := (*Cache[K, V])(l)
+	defer c.safe("a notification")
 	c.link.slot(key).Add(1)
 	if c.near != nil && c.near.invalidate(key) {
 		c.stats.nearEvicted.Add(1)
@@ -161,6 +173,7 @@ func (l *listener[K, V]) Changed(key string) {
 
 func (l *listener[K, V]) Disconnected(err error) {
 	c := (*Cache[K, V])(l)
+	defer c.safe("a notification")
 	c.link.up.Store(false)
 	for {
 		g := c.link.gen.Load()

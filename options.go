@@ -61,7 +61,8 @@ type Options[K comparable, V any] struct {
 	// (one budget for all of them) and each call made on its own. A
 	// request that meets a store failure or this timeout goes to the
 	// loader and touches the store no more, so a hung store costs a caller
-	// at most one StoreTimeout. Default 1s.
+	// at most one StoreTimeout. It must be below LoadTimeout. Default 1s,
+	// or half of LoadTimeout if that is shorter.
 	StoreTimeout time.Duration
 
 	// LoadTimeout bounds a load: the loader's context ends after it, and
@@ -249,6 +250,14 @@ func newConfig[K comparable, V any](st Store, opts *Options[K, V]) (*config[K, V
 	if opts != nil {
 		c.Options = *opts
 	}
+	// An interface holding a nil pointer is as good as none: not a
+	// Recorder or Codec to call, and crash on, at the first event.
+	if c.Recorder != nil && isNil(c.Recorder) {
+		c.Recorder = nil
+	}
+	if c.Codec != nil && isNil(c.Codec) {
+		c.Codec = nil
+	}
 	if l, ok := st.(store.Limiter); ok {
 		c.limits = l.Limits()
 	}
@@ -257,8 +266,8 @@ func newConfig[K comparable, V any](st Store, opts *Options[K, V]) (*config[K, V
 	}
 	o := &c.Options
 	setDefault(&o.TTL, DefaultTTL)
-	setDefault(&o.StoreTimeout, DefaultStoreTimeout)
 	setDefault(&o.LoadTimeout, DefaultLoadTimeout)
+	setDefault(&o.StoreTimeout, min(DefaultStoreTimeout, o.LoadTimeout/2))
 	setDefault(&o.Lock.TTL, DefaultLockTTL)
 	setDefault(&o.Lock.MaxWait, o.LoadTimeout)
 	setDefault(&o.Lock.PollInterval, DefaultPollInterval)
@@ -372,6 +381,8 @@ func (c *config[K, V]) validate() error {
 func (c *config[K, V]) validateFilled() error {
 	o := &c.Options
 	switch {
+	case o.StoreTimeout >= o.LoadTimeout:
+		return invalid("StoreTimeout (%v) is not below LoadTimeout (%v): a hung store would end every load before it began", o.StoreTimeout, o.LoadTimeout)
 	case o.Lock.MaxWait > o.LoadTimeout:
 		return invalid("Lock.MaxWait (%v) is above LoadTimeout (%v): a waiter's callers would all have timed out", o.Lock.MaxWait, o.LoadTimeout)
 	case o.SoftLoadTimeout >= o.LoadTimeout:
@@ -446,6 +457,12 @@ func jsonEncodableSeen(t reflect.Type, seen map[reflect.Type]bool) error {
 	switch t.Kind() {
 	case reflect.Chan, reflect.Func, reflect.Complex64, reflect.Complex128, reflect.UnsafePointer:
 		return fmt.Errorf("%v is a %v", t, t.Kind())
+	case reflect.Interface:
+		if t.NumMethod() > 0 {
+			// It encodes, but encoding/json cannot decode into it: every
+			// entry would be a miss.
+			return fmt.Errorf("%v is an interface with methods, which JSON cannot decode into", t)
+		}
 	case reflect.Pointer, reflect.Slice, reflect.Array:
 		return jsonEncodableSeen(t.Elem(), seen)
 	case reflect.Map:

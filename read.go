@@ -160,7 +160,17 @@ func (v *view[V]) result(src Source, now time.Time) Result[V] {
 	return Result[V]{Value: v.value, Source: src, Age: now.Sub(v.m.writtenAt), Expires: v.m.freshUntil}
 }
 
-// fallback reports whether fail-safe could serve this view's value.
+// stillCovers returns fb if fail-safe may still serve it now: a fallback
+// found when a flight read the key is checked again when it is served,
+// since a load (or its timeout) may outlast the window.
+func (c *Cache[K, V]) stillCovers(fb *view[V], now time.Time) *view[V] {
+	if fb == nil || !c.failSafeCovers(&fb.m, now) {
+		return nil
+	}
+	return fb
+}
+
+// fallbackOf returns a copy of v if fail-safe could serve its value.
 func (c *Cache[K, V]) fallbackOf(v *view[V], now time.Time) *view[V] {
 	if !v.has || !c.failSafeCovers(&v.m, now) {
 		return nil
@@ -176,17 +186,16 @@ func (c *Cache[K, V]) fallbackOf(v *view[V], now time.Time) *view[V] {
 // starts loads at once.
 func (c *Cache[K, V]) fetch(ctx context.Context, k string, key K, load Loader[K, V]) (Result[V], error) {
 	deadline := c.budget()
-	var s snap
-	if c.near != nil {
-		s = c.link.snapshot(k)
-	}
+	// What the link said before the read: a near copy is kept, and a
+	// flight trusts this read, only if no change was reported since.
+	s := c.link.snapshot(k)
 	var raw, token []byte
 	var ok bool
 	var err error
 	leaseOnRead := c.caps.hasGOS() && !c.cfg.Lock.Disabled
 	if leaseOnRead {
-		if fl := c.flights.get(k); fl != nil && fl.ctx.Err() == nil {
-			return c.await(ctx, fl, false) // a flight in progress answers for free
+		if fl := c.flights.get(k); fl != nil && fl.joinable() {
+			return c.await(ctx, fl, false, time.Time{}) // a flight in progress answers for free
 		}
 		token = newToken()
 		lease := c.leaseEntry(token, time.Now())
@@ -211,8 +220,8 @@ func (c *Cache[K, V]) fetch(ctx context.Context, k string, key K, load Loader[K,
 	}
 	now := time.Now()
 	v := c.look(k, raw, ok, now, token)
+	v.snap = s
 	if v.st.servable() {
-		v.snap = s
 		c.nearPut(key, k, &v)
 		return c.serve(ctx, k, key, load, &v, now)
 	}

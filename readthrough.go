@@ -232,7 +232,7 @@ type Cache[K comparable, V any] struct {
 	near       *near[K, V]    // nil when Options.Near is off
 	link       link
 	epoch      time.Time // with its monotonic reading: near hits read only that clock
-	nearQuiet  bool      // no Recorder, no EarlyRefresh: a fresh near hit only counts
+	nearQuiet  bool      // no EarlyRefresh: a fresh near hit only counts (and records)
 	stats      counters
 	breaker    *breaker.Breaker // nil when Options.Breaker is off
 	refresh    *semaphore.Weighted
@@ -241,8 +241,9 @@ type Cache[K comparable, V any] struct {
 	lastStoreLog, lastTypeLog logLimiter
 	rand                      func() float64 // for XFetch and jitter; replaced by tests
 
-	work        tracker // every goroutine the cache starts
-	guards      tracker // store calls it abandoned at their deadline
+	work        tracker       // every goroutine the cache starts
+	closed      chan struct{} // closed when Close has finished
+	guards      tracker       // store calls it abandoned at their deadline
 	closeCtx    context.Context
 	closeCancel context.CancelFunc
 	stopNotify  func()
@@ -267,6 +268,7 @@ func New[K comparable, V any](st Store, opts *Options[K, V]) (*Cache[K, V], erro
 		rand:     rand.Float64,
 		notFound: notFoundAs(cfg.NotFoundError),
 		refresh:  semaphore.NewWeighted(int64(cfg.MaxRefreshes)),
+		closed:   make(chan struct{}),
 	}
 	c.caps.find(st)
 	c.epoch = time.Now()
@@ -279,7 +281,7 @@ func New[K comparable, V any](st Store, opts *Options[K, V]) (*Cache[K, V], erro
 	}
 	if cfg.Near.MaxEntries > 0 {
 		c.near = newNear[K, V](cfg.Near.MaxEntries, c.nearEvicted)
-		c.nearQuiet = c.rec == nil && cfg.EarlyRefresh == 0
+		c.nearQuiet = cfg.EarlyRefresh == 0
 	}
 	c.listen()
 	return c, nil
@@ -329,8 +331,11 @@ func (c *Cache[K, V]) Fetch(ctx context.Context, key K, load Loader[K, V]) (Resu
 			el := time.Since(c.epoch)
 			if c.nearQuiet && el < e.freshMono && e.m.kind == entry.Value && c.link.covers(e.gen) {
 				// The hot path: a fresh copy, told of every change, and
-				// nothing to report but a count.
+				// nothing to do but count it.
 				c.stats.nearFresh.Add(1)
+				if c.rec != nil {
+					c.record(Event{Kind: EventHit, Key: e.skey, Source: SourceNear})
+				}
 				return Result[V]{Value: e.value, Source: SourceNear, Age: e.ageMono + el, Expires: e.m.freshUntil}, nil
 			}
 			if r, err, ok := c.nearServe(ctx, key, load, e, el); ok {
@@ -382,6 +387,11 @@ func (c *Cache[K, V]) Delete(ctx context.Context, key K) error {
 	return c.del(ctx, c.Key(key))
 }
 
+// Close the Cache before the process exits: on a remote store a loaded
+// value is written back after its callers have it, and a process that
+// exits without Close loses that write (and leaves the key's lease for
+// Lock.TTL).
+//
 // Close cancels the context of everything the cache started (loads,
 // refreshes, lease keep-alives, waits on other processes' leases) and waits
 // for each to return; a loader that ignores its context holds Close until
@@ -393,8 +403,10 @@ func (c *Cache[K, V]) Delete(ctx context.Context, key K) error {
 // returns [ErrClosed]. It never fails; the error is for io.Closer.
 func (c *Cache[K, V]) Close() error {
 	if !c.work.close() {
+		<-c.closed // another Close is at work: return when it does
 		return nil
 	}
+	defer close(c.closed)
 	c.closeCancel()
 	c.flights.cancelAll()
 	c.refreshing.cancelAll()

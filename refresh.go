@@ -39,7 +39,7 @@ func (c *Cache[K, V]) refreshAsync(callerCtx context.Context, k string, key K, l
 		return
 	}
 	first := &view[V]{st: sStale, m: meta{writtenAt: seen}} // only its time is used
-	if _, created := c.startFlight(callerCtx, k, key, load, first, modeRefresh, c.budget()); !created {
-		c.refresh.Release(1)
+	if fl, created := c.startFlight(callerCtx, k, key, load, first, modeRefresh, c.budget()); fl == nil || !created {
+		c.refresh.Release(1) // not started: closed, or one runs already
 	}
 }

@@ -76,7 +76,7 @@ func (c *Cache[K, V]) writeBack(fl *flight[V], h *held, e *entry.Entry, ttl time
 	b := entry.Encode(e)
 	if c.tooLarge(fl.key, b) {
 		if h != nil {
-			c.release(h)
+			c.release(fl, h)
 		}
 		return
 	}
@@ -95,6 +95,9 @@ func (c *Cache[K, V]) fencedWrite(fl *flight[V], h *held, b []byte, ttl time.Dur
 	if fl.superseded.Load() {
 		return
 	}
+	// Whatever this write does, no near copy from before it survives it
+	// (a store that cannot notify would not tell this process).
+	defer c.invalidateLocal(fl.key)
 	if h != nil && c.caps.hasCAS() {
 		// Swapped or not, we are done: not swapped means the key changed
 		// during the load, and the change stands.
@@ -114,7 +117,7 @@ func (c *Cache[K, V]) rearm(fl *flight[V], h *held, fb *view[V]) {
 	end := fb.m.freshUntil.Add(c.cfg.FailSafe.MaxStale)
 	old, err := entry.Decode(fb.raw)
 	if !now.Before(end) || err != nil {
-		c.release(h)
+		c.release(fl, h)
 		return
 	}
 	e := entry.Entry{Kind: entry.Value, Type: c.typ, WrittenAt: fb.m.writtenAt,
