@@ -409,6 +409,9 @@ func TestNotifyKilledConnection(t *testing.T) {
 		conns := linkConns(t, foreign)
 		require.Len(t, conns, len(kinds), "the link's connections, by name: %v", conns)
 		for i, kind := range kinds {
+			// The session a kill replaced closes its connections as it goes:
+			// wait until only the live session's are left.
+			require.Eventually(t, func() bool { return len(linkConns(t, foreign)) == len(kinds) }, 10*time.Second, time.Millisecond)
 			var victim string
 			for name := range linkConns(t, foreign) {
 				if kind == "" || strings.HasSuffix(name, kind) {
