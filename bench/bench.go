@@ -3,7 +3,10 @@
 //
 // go run ./bench/cmd/rtbench runs every scenario and prints the report
 // (BENCHMARKS.md); go test -bench . ./bench gives benchstat-ready numbers
-// for the in-memory hit path.
+// for what runs in memory: the hit path against its floor and peers
+// (MemHitCases), the near hit against otter (NearHitCases), the Recorder's
+// cost (RecorderCases) and batches on memstore (BatchCases). Package
+// mixed is the mixed workload across real processes.
 package bench
 
 import (
@@ -96,12 +99,22 @@ func MemHitCases() ([]Case, error) {
 	}
 	cases = append(cases, hitCase("readthrough", "readthrough GetOrLoad on memstore", "entry header, key, stats, JSON decode", rt))
 
+	nc, err := readthrough.New[int, Product](memstore.New(), &readthrough.Options[int, Product]{Namespace: "product", TTL: time.Hour,
+		Near: readthrough.NearOptions{MaxEntries: 10_000}})
+	if err != nil {
+		return nil, err
+	}
+	if err := WarmNear(nc, 42); err != nil {
+		return nil, err
+	}
+	cases = append(cases, hitCase("readthrough-near", "readthrough GetOrLoad, near hit (Options.Near)", "decoded copy in process: no store call, no decode", nc))
+
 	wrapped := storetest.NewFaultyStore(memstore.New()) // not NonBlocking: a timeout context per call
 	rtTimeout, err := readthrough.New[int, Product](wrapped, &readthrough.Options[int, Product]{Namespace: "product", TTL: time.Hour})
 	if err != nil {
 		return nil, err
 	}
-	cases = append(cases, hitCase("readthrough-blocking", "readthrough on a blocking store", "as before profiling: a StoreTimeout context per call", rtTimeout))
+	cases = append(cases, hitCase("readthrough-blocking", "readthrough on a blocking store", "a wrapper that is not NonBlocking: a deadline and a goroutine per store call", rtTimeout))
 
 	sc := sturdyc.New[Product](10_000, 8, time.Hour, 10)
 	if _, err := sturdyc.GetOrFetch(ctx, sc, "product:42", func(context.Context) (Product, error) { return Sample, nil }); err != nil {

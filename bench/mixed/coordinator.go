@@ -82,6 +82,7 @@ func (c *coordinator) run(ctx context.Context, system string, procs int, mode Mo
 		Addr: cfg.Addr, System: system, Procs: procs, Goroutines: cfg.Goroutines, Mode: mode, Rate: cfg.Rate,
 		Keys: cfg.Keys, ZipfS: cfg.ZipfS, ValueSize: cfg.ValueSize, TTL: cfg.TTL, LoadLatency: cfg.LoadLatency,
 		Warmup: cfg.Warmup, Duration: cfg.Duration, Namespace: "mixed" + strconv.Itoa(c.seq), Seed: rand.Uint64(),
+		Round: round, CPUProfile: cfg.CPUProfile,
 	}
 	if err := c.rdb.FlushAll(ctx).Err(); err != nil {
 		return RunResult{}, err

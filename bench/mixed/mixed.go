@@ -79,6 +79,10 @@ type Config struct {
 	LoadLatency time.Duration
 	// Progress, when not nil, gets a line per run.
 	Progress io.Writer
+	// CPUProfile, when not empty, is a directory where each worker
+	// writes a CPU profile of its measured window, named after the
+	// system, P, mode, round and worker.
+	CPUProfile string
 }
 
 func (c Config) withDefaults() (Config, error) {
@@ -118,7 +122,7 @@ func (c Config) withDefaults() (Config, error) {
 
 	var errs []error
 	if c.Addr == "" {
-		errs = append(errs, errors.New("Addr is required"))
+		errs = append(errs, errors.New("an Addr is required"))
 	}
 	for _, name := range c.Systems {
 		ct, ok := contender(name)
@@ -130,10 +134,10 @@ func (c Config) withDefaults() (Config, error) {
 		}
 	}
 	if slices.ContainsFunc(c.Procs, func(p int) bool { return p < 1 }) || c.Goroutines < 1 || c.Rounds < 1 || c.Keys < 1 {
-		errs = append(errs, errors.New("Procs, Goroutines, Rounds and Keys must be positive"))
+		errs = append(errs, errors.New("each of Procs, Goroutines, Rounds and Keys must be positive"))
 	}
 	if c.Keys >= 1<<31 {
-		errs = append(errs, errors.New("Keys must fit the trace's 31 bits"))
+		errs = append(errs, errors.New("the key count must fit the trace's 31 bits"))
 	}
 	if c.ZipfS <= 1 {
 		errs = append(errs, errors.New("ZipfS must be above 1"))

@@ -1,8 +1,3 @@
-//go:build readthrough_near
-
-// TODO(lead): once Options.Near is committed, drop the build tags here
-// and in near_off.go (delete it), so readthrough+near runs by default.
-
 package mixed
 
 import "github.com/readthrough-go/readthrough"
@@ -11,9 +6,11 @@ import "github.com/readthrough-go/readthrough"
 // redisstore.
 func newReadthroughNear(env Env) (System, error) {
 	return newReadthrough(env, func(o *readthrough.Options[int, Value]) {
-		// Room for every key, so the near cache loses nothing to evictions
-		// (as sturdyc and TinyLFU get); MaxAge bounds a copy while the
-		// store cannot tell this process about other writers' changes.
-		o.Near = readthrough.NearOptions{MaxEntries: 2 * env.Keys, MaxAge: env.TTL}
+		// Room for every key, as the peers get: the near cache then loses
+		// nothing to evictions, and what is measured is the hit path and
+		// invalidation, not the admission policy. MaxAge stays at its
+		// default: Redis's tracking covers every change while the link is
+		// up, and MaxAge bounds a copy only while it is down.
+		o.Near = readthrough.NearOptions{MaxEntries: env.Keys}
 	})
 }

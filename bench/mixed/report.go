@@ -17,6 +17,9 @@ type Report struct {
 	Config  Config
 	Started time.Time
 	Runs    []RunResult
+	// Command is the command line the report names as reproducing it;
+	// empty: go run ./bench/cmd/mixed.
+	Command string
 }
 
 // Summary is one system in one setting (Procs, Mode): medians over the
@@ -164,17 +167,23 @@ func median(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-// Markdown writes the report: a table per setting, then how to read it.
+// Markdown writes the report under its own heading: see [Report.Body].
 func (r *Report) Markdown(w io.Writer) {
+	fmt.Fprintf(w, "## Mixed workload: readthrough and its peers, real processes on one Redis\n\n")
+	r.Body(w)
+}
+
+// Body writes the report without a heading, for a document that gives it
+// one: the setup, a table per setting (### headings), then how to read it.
+func (r *Report) Body(w io.Writer) {
 	cfg := r.Config
 	p := func(format string, args ...any) { fmt.Fprintf(w, format, args...) }
-	p("## Mixed workload: readthrough and its peers, real processes on one Redis\n\n")
 	p("Keys Zipf s = %g over %d keys, %d-byte JSON values, TTL %v, a %v loader; G = %d goroutines per process;\n",
 		cfg.ZipfS, cfg.Keys, cfg.ValueSize, cfg.TTL, cfg.LoadLatency, cfg.Goroutines)
 	p("each run is cold (Redis flushed, new processes), warms up for %v, then measures %v; medians of %d interleaved rounds.\n",
 		cfg.Warmup, cfg.Duration, cfg.Rounds)
-	p("%d cores, %s %s/%s, redis-server on loopback; `go run ./bench/cmd/mixed`, %s.\n\n",
-		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, r.Started.Format("2006-01-02"))
+	p("%d cores, %s %s/%s, redis-server on loopback; `%s`, %s.\n\n",
+		runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH, cmp.Or(r.Command, "go run ./bench/cmd/mixed"), r.Started.Format("2006-01-02"))
 
 	sums := r.Summaries()
 	for i := 0; i < len(sums); {
@@ -238,7 +247,7 @@ not at the same load as the others.
   client's cost, goroutines, GC and all. Paced, it also carries each call's wake-up from sleep, the same for every
   system: compare it across systems there, and read the closed-loop figure as the cost of a call. **Round trips/call**: commands and pipelines the workers' clients sent
   (a go-redis hook). **Redis cmds, bytes, CPU per call**: deltas of the server's INFO (total_commands_processed, which
-  also counts the commands a script runs, so readthrough's lock release is two; net input + output bytes;
+  also counts the commands a script runs, so readthrough's compare-and-swap counts its inner commands; net input + output bytes;
   used_cpu_user + used_cpu_sys) over the window, divided by calls; the line under each table splits the commands.
 - **Ideal loads**: the fewest loads any fleet could make for the requests this system was sent without serving a value
   older than the TTL. Per key, across all processes, in time order (to the millisecond): a request that finds no live

@@ -2,13 +2,12 @@ package mixed
 
 import (
 	"context"
-	"errors"
 	"strconv"
-	"sync/atomic"
 	"time"
 
 	rediscache "github.com/go-redis/cache/v9"
 	"github.com/readthrough-go/readthrough"
+	"github.com/readthrough-go/readthrough/bench"
 	"github.com/readthrough-go/readthrough/redisstore"
 	"github.com/redis/go-redis/v9"
 	"github.com/viccon/sturdyc"
@@ -72,11 +71,7 @@ func Contenders() []Contender {
 		{Readthrough, "readthrough on redisstore: every call reads Redis", func(env Env) (System, error) {
 			return newReadthrough(env, nil)
 		}},
-		// TODO(lead): readthrough+near. New is nil until Options.Near is
-		// committed; near.go builds it behind the build tag
-		// readthrough_near (go run -tags readthrough_near ./cmd/mixed).
-		// Once Near is in, drop the tag and delete near_off.go.
-		{"readthrough+near", "readthrough with its near cache: in-process copies in front of redisstore", newReadthroughNear},
+		{"readthrough+near", "readthrough with its near cache (MaxEntries = the key count): in-process copies in front of redisstore", newReadthroughNear},
 		{"sturdyc", "sturdyc, distributed storage on Redis (GET/SET), its in-process cache as it comes", newSturdyc},
 		{"go-redis/cache local", "go-redis/cache Once, local TinyLFU in front of Redis", func(env Env) (System, error) {
 			return newGoRedisCache(env, true), nil
@@ -119,12 +114,12 @@ func (s rtSystem) StoreErrors() uint64 { return s.c.Stats().StoreErrors }
 
 type sturdySystem struct {
 	c      *sturdyc.Client[Value]
-	st     *sturdyStorage
+	st     *bench.SturdyStorage
 	prefix string
 }
 
 func newSturdyc(env Env) (System, error) {
-	st := &sturdyStorage{rdb: env.Redis, ttl: env.TTL}
+	st := &bench.SturdyStorage{Redis: env.Redis, TTL: env.TTL}
 	// Capacity twice the key count: sturdyc splits it over shards, and a
 	// shard that overflows evicts, which is not what is measured here.
 	c := sturdyc.New[Value](2*env.Keys, 8, env.TTL, 10, sturdyc.WithDistributedStorage(st))
@@ -141,62 +136,7 @@ func (s sturdySystem) Get(ctx context.Context, key int, load Loader) (Value, err
 // the worker process ends soon after.
 func (s sturdySystem) Close() error { return nil }
 
-func (s sturdySystem) StoreErrors() uint64 { return s.st.errors.Load() }
-
-// sturdyStorage is sturdyc.DistributedStorage over go-redis. sturdyc
-// leaves expiry to the storage, so every write carries the TTL. Its
-// interface has no errors: they are counted and otherwise dropped, as a
-// sturdyc user's adapter would have to.
-type sturdyStorage struct {
-	rdb    *redis.Client
-	ttl    time.Duration
-	errors atomic.Uint64
-}
-
-var _ sturdyc.DistributedStorage = (*sturdyStorage)(nil)
-
-func (s *sturdyStorage) failed(err error) bool {
-	if err != nil && !errors.Is(err, redis.Nil) {
-		s.errors.Add(1)
-	}
-	return err != nil
-}
-
-func (s *sturdyStorage) Get(ctx context.Context, key string) ([]byte, bool) {
-	b, err := s.rdb.Get(ctx, key).Bytes()
-	if s.failed(err) {
-		return nil, false
-	}
-	return b, true
-}
-
-func (s *sturdyStorage) Set(ctx context.Context, key string, value []byte) {
-	s.failed(s.rdb.Set(ctx, key, value, s.ttl).Err())
-}
-
-func (s *sturdyStorage) GetBatch(ctx context.Context, keys []string) map[string][]byte {
-	out := make(map[string][]byte, len(keys))
-	vals, err := s.rdb.MGet(ctx, keys...).Result()
-	if s.failed(err) {
-		return out
-	}
-	for i, v := range vals {
-		if str, ok := v.(string); ok {
-			out[keys[i]] = []byte(str)
-		}
-	}
-	return out
-}
-
-func (s *sturdyStorage) SetBatch(ctx context.Context, records map[string][]byte) {
-	_, err := s.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		for k, v := range records {
-			p.Set(ctx, k, v, s.ttl)
-		}
-		return nil
-	})
-	s.failed(err)
-}
+func (s sturdySystem) StoreErrors() uint64 { return s.st.Errors() }
 
 // --- go-redis/cache
 

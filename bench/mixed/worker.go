@@ -8,7 +8,10 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
+	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,6 +41,8 @@ type job struct {
 	Duration    time.Duration
 	Namespace   string // unique to the run; also the prefix of the harness's own keys
 	Seed        uint64
+	Round       int
+	CPUProfile  string // a directory for this worker's CPU profile; empty: none
 }
 
 func (j job) readyKey() string { return j.Namespace + ":harness:ready" }
@@ -140,11 +145,19 @@ func runWorker(ctx context.Context, j job) (*workerResult, error) {
 	trips.to.Store(w.t2.UnixNano())
 
 	var cpu [2]time.Duration
+	var profErr error
 	var wg sync.WaitGroup
 	wg.Go(func() {
+		var stop func() error
 		for i, at := range []time.Time{w.t1, w.t2} {
 			time.Sleep(time.Until(at))
 			cpu[i] = cpuTime()
+			if j.CPUProfile != "" && i == 0 {
+				stop, profErr = startProfile(j)
+			}
+		}
+		if stop != nil {
+			profErr = stop()
 		}
 	})
 	parts := make([]*workerResult, j.Goroutines)
@@ -153,6 +166,9 @@ func runWorker(ctx context.Context, j job) (*workerResult, error) {
 	}
 	wg.Wait()
 
+	if profErr != nil {
+		return nil, fmt.Errorf("cpu profile: %w", profErr)
+	}
 	res := &workerResult{Latency: newHist(), Loads: w.loads.Load(), CPU: cpu[1] - cpu[0], RoundTrips: trips.n.Load()}
 	for _, p := range parts {
 		res.Calls += p.Calls
@@ -171,6 +187,25 @@ func runWorker(ctx context.Context, j job) (*workerResult, error) {
 		res.StoreErrors = sc.StoreErrors()
 	}
 	return res, nil
+}
+
+// startProfile starts a CPU profile of this worker into j.CPUProfile, and
+// returns the function that stops and writes it.
+func startProfile(j job) (stop func() error, err error) {
+	name := fmt.Sprintf("%s-P%d-%s-r%d-w%d.pprof", j.System, j.Procs, j.Mode, j.Round+1, j.Proc)
+	name = strings.NewReplacer("/", "_", "+", "_", " ", "_").Replace(name)
+	f, err := os.Create(filepath.Join(j.CPUProfile, name))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		return f.Close()
+	}, nil
 }
 
 func cpuTime() time.Duration {
@@ -194,7 +229,11 @@ func (w *worker) load(ctx context.Context, key int) (Value, error) {
 		return Value{}, ctx.Err()
 	}
 	seq := uint64(w.j.Proc)<<40 | w.loadSeq.Add(1)
-	return makeValue(key, w.bodyLen, time.Now().UnixNano(), seq), nil
+	v := makeValue(key, w.bodyLen, 0, seq)
+	// Stamped last, as close as the loader can get to its return, which is
+	// when readthrough starts counting the value's freshness.
+	v.LoadedAt = time.Now().UnixNano()
+	return v, nil
 }
 
 // call is one goroutine's loop, from t0 to t2.

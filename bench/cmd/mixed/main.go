@@ -46,6 +46,7 @@ func run() error {
 	flag.IntVar(&cfg.ValueSize, "size", 1024, "bytes of JSON per value")
 	flag.DurationVar(&cfg.TTL, "ttl", 2*time.Second, "TTL (go-redis/cache needs at least 1s)")
 	flag.DurationVar(&cfg.LoadLatency, "load", 10*time.Millisecond, "loader latency")
+	flag.StringVar(&cfg.CPUProfile, "cpuprofile", "", "directory for a CPU profile of each worker's measured window (go tool pprof)")
 	flag.Parse()
 
 	if *systems != "" {
