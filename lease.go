@@ -55,6 +55,41 @@ type held struct {
 	bytes    []byte       // exactly what the key holds while we hold it
 	embedded *entry.Entry // the value the lease is embedded in, or nil for a lease entry
 	keep     time.Time    // an embedded lease's value: its end in the store
+
+	// A refresh's lock, held beside the value (key is then the lock's
+	// key): the write back goes to value, only while it still holds
+	// exactly expect, the bytes the refresh read.
+	value  string
+	expect []byte
+}
+
+// target is the key a write back goes to, and the bytes it must hold.
+func (h *held) target() (string, []byte) {
+	if h.expect != nil {
+		return h.value, h.expect
+	}
+	return h.key, h.bytes
+}
+
+// refreshPrefix starts the key of a refresh's lock. Like the lock keys of
+// earlier releases, it starts with NUL, which no value key does (see
+// storeKey), and it is outside every namespace's prefix, so taking it
+// notifies no one.
+const refreshPrefix = "\x00refresh:"
+
+// refreshLock takes the refresh lock of store key k, whose servable value
+// v the refresh will replace; another process that holds it is already
+// refreshing, and this refresh skips.
+func (c *Cache[K, V]) refreshLock(ctx context.Context, k string, v *view[V], token []byte, deadline time.Time, fb *view[V]) acquisition[V] {
+	h := &held{key: refreshPrefix + k, token: token, bytes: token, value: k, expect: v.raw}
+	stored, err := c.setIfAbsent(ctx, h.key, h.bytes, c.cfg.Lock.TTL, deadline)
+	switch {
+	case err != nil:
+		return c.storeFailed(ctx, k, time.Time{}, err, fb, h)
+	case !stored:
+		return acquisition[V]{kind: acqSkip}
+	}
+	return acquisition[V]{kind: acqLeased, lease: h, fallback: fb}
 }
 
 // heldOf is the lease a view found to be ours.
@@ -154,6 +189,10 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 			case st == sNegative || st == sLeased || v.m.leased(now) && st != sOurs,
 				!seen.IsZero() && v.m.writtenAt.After(seen):
 				return acquisition[V]{kind: acqSkip} // another is at it, or it is done
+			case st.servable() && c.caps.hasCAS():
+				// Lease a refresh beside the value, not in it: readers keep
+				// the value, and their near copies, until the new one lands.
+				return c.refreshLock(ctx, k, v, token, deadline, fb)
 			case st.servable():
 				st = sExpired // take its lease and reload it
 			}
@@ -467,7 +506,7 @@ func (c *Cache[K, V]) release(fl *flight[V], h *held) {
 	if h == nil {
 		return // Lock.Disabled: no lease
 	}
-	if fl != nil {
+	if fl != nil && h.expect == nil {
 		// Ordered with this process's Set and Delete of the key: after one
 		// of them, the lease is gone already, and a check-then-delete must
 		// not delete what the Set wrote.
@@ -477,6 +516,12 @@ func (c *Cache[K, V]) release(fl *flight[V], h *held) {
 			return
 		}
 	}
+	c.unlock(h)
+}
+
+// unlock frees the key h holds (without the flight's write lock: a
+// refresh's lock is no key a Set of this process writes).
+func (c *Cache[K, V]) unlock(h *held) {
 	ctx, cancel := c.bgCtx()
 	defer cancel()
 	deadline := time.Now().Add(c.cfg.StoreTimeout)

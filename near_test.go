@@ -295,3 +295,34 @@ func TestResilienceWorksFromNearHits(t *testing.T) {
 		})
 	})
 }
+
+// TestARefreshKeepsOtherProcessesCopiesUntilItLands: a background refresh
+// leases beside the value (a lock key of its own), not in it, so other
+// processes keep serving their near copies while it loads; its write
+// evicts them once, when the new value lands.
+func TestARefreshKeepsOtherProcessesCopiesUntilItLands(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		mem := memstore.New()
+		opts := nearOpts(&rt.Options[string, string]{TTL: 10 * time.Second, StaleWhileRevalidate: time.Minute})
+		a, b := newCache(t, mem, opts), newCache(t, mem, opts)
+		l := &versioned{delay: time.Second}
+		_, _ = a.GetOrLoad(context.Background(), "k", l.load)
+		for _, c := range []*rt.Cache[string, string]{a, b} {
+			_, _ = c.GetOrLoad(context.Background(), "k", l.load) // copied
+		}
+		time.Sleep(11 * time.Second)
+		r, _ := a.Fetch(context.Background(), "k", l.load) // stale: a refreshes, loading for 1s
+		require.Equal(t, rt.SourceStale, r.Source)
+		time.Sleep(500 * time.Millisecond)
+		assert.Zero(t, b.Stats().NearEvicted, "b's copy survives a's refresh taking its lease")
+		r, _ = b.Fetch(context.Background(), "k", l.load)
+		assert.Equal(t, "k v1", r.Value)
+		assert.Equal(t, rt.SourceStale, r.Source)
+		time.Sleep(time.Second)
+		synctest.Wait()
+		assert.EqualValues(t, 1, b.Stats().NearEvicted, "evicted once, when the refreshed value landed")
+		assert.EqualValues(t, 2, l.calls.Load(), "one refresh across both processes")
+		r, _ = b.Fetch(context.Background(), "k", l.load)
+		assert.Equal(t, "k v2", r.Value)
+	})
+}

@@ -36,21 +36,26 @@
 //
 // # The states of a key
 //
-//	absent ──lease──▶ leased ──write-back──▶ value ──TTL──▶ stale ──window──▶ absent
-//	   ▲                │  │                   │  ▲           │
-//	   │       release /│  └──▶ not-found      │  └─refresh───┘ (lease embedded in the stale value)
-//	   └────── expiry ──┘     (NegativeTTL)    └── Set / Delete / any writer: replaces or removes, always wins
+//	absent ──lease──▶ leased ──write back──▶ value ──TTL──▶ stale ──windows──▶ absent
+//	   ▲                │  │                    │ ▲            │
+//	   │  release/expiry│  └─▶ not-found        │ └─ refresh ──┘ (its lock beside the key)
+//	   └────────────────┘     (NegativeTTL)     └─ Set, Delete, any writer: replaces or removes, always wins
 //
 // A key holds nothing, a lease, a value (fresh, then stale within the
-// writer's windows, maybe carrying a refresher's lease), or a not-found.
-// Anyone may take the lease of an absent key (set-if-absent) or of a
-// stale or unusable entry (compare-and-swap from the bytes it read); only
-// the lease's holder may write its load back or keep it alive, and only
-// while the key still holds its lease (compare-and-swap from the lease);
-// anyone may Set or Delete, which ends any lease. A holder that fails
-// releases its lease (compare-and-delete), or with fail-safe re-arms the
-// stale value it leased. What each Cache serves of a stale value follows
-// its own options, never the writer's.
+// writer's windows), or a not-found. Anyone may take the lease of an
+// absent key (set-if-absent) or of bytes no one will serve (compare-and-
+// swap from exactly the bytes it read; a lease taken over an expired value
+// is embedded in it, so readers with longer stale windows keep it); only
+// the lease's holder may write its load back or keep the lease alive, and
+// only while the key still holds exactly its lease (compare-and-swap);
+// anyone may Set or Delete, which ends any lease. A background refresh of
+// a servable value takes a lock beside the key instead (a key of its own,
+// set-if-absent), so the value and every process's near copy of it stay
+// until the new value lands, written only while the key still holds
+// exactly the value the refresh read. A holder that fails releases its
+// lease (compare-and-delete), or with fail-safe re-arms the stale value
+// it leased. What each Cache serves of a stale value follows its own
+// options, never the writer's.
 //
 // # Not found
 //

@@ -98,10 +98,16 @@ func (c *Cache[K, V]) fencedWrite(fl *flight[V], h *held, b []byte, ttl time.Dur
 	// Whatever this write does, no near copy from before it survives it
 	// (a store that cannot notify would not tell this process).
 	defer c.invalidateLocal(fl.key)
+	if h != nil && h.expect != nil {
+		// A refresh's lock, beside the value: free it once the value is
+		// written (or not), so the next refresh need not wait out its TTL.
+		defer c.unlock(h)
+	}
 	if h != nil && c.caps.hasCAS() {
 		// Swapped or not, we are done: not swapped means the key changed
 		// during the load, and the change stands.
-		if _, err := c.cas(ctx, fl.key, h.bytes, b, ttl, deadline); err != errUnsupported {
+		k, expect := h.target()
+		if _, err := c.cas(ctx, k, expect, b, ttl, deadline); err != errUnsupported {
 			return
 		}
 	}
