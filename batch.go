@@ -319,7 +319,7 @@ func (c *Cache[K, V]) decide(m *member[K, V], single Loader[K, V]) {
 	case c.cfg.Lock.Disabled:
 		m.state = mLoad
 	case st == sOurs:
-		m.lease, m.state = heldOf(m.fl.key, &m.v), mLeased
+		m.lease, m.state = heldOf(m.fl.key, &m.v, 0), mLeased
 	case st == sLeased:
 		m.state = mSingle
 	default:
@@ -480,7 +480,7 @@ wait:
 		switch {
 		case m.state == mNoStore:
 		case kind == kindValue || kind == kindNotFound && c.cfg.NegativeTTL > 0:
-			e, ttl := c.newEntry(kind, payload, r.took, shared.ttl, r.end)
+			e, ttl := c.newEntry(kind, payload, r.took, shared.ttl, r.start)
 			if o.err == nil {
 				o.res.Expires = e.FreshUntil
 			}

@@ -35,7 +35,7 @@ func ExampleNearOptions() {
 	fmt.Println(r.Value, r.Source)
 	// Output:
 	// widget loader
-	// widget cache
+	// widget near
 	// widget near
 	// gadget cache
 }
@@ -190,9 +190,8 @@ func ExampleRecorder() {
 	st := c.Stats()
 	fmt.Println("stats:", st.Misses, "miss,", st.Hits, "hits,", st.NearHits, "near")
 	// Output:
-	// hit cache: 1
-	// hit near: 2
+	// hit near: 3
 	// load ok: 1
 	// miss: 1
-	// stats: 1 miss, 3 hits, 2 near
+	// stats: 1 miss, 3 hits, 3 near
 }

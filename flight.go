@@ -2,8 +2,10 @@ package readthrough
 
 import (
 	"context"
+
 	"errors"
 	"fmt"
+	"github.com/readthrough-go/readthrough/internal/entry"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -218,10 +220,13 @@ func (c *Cache[K, V]) flightBody(fl *flight[V], work func()) {
 // that found nothing servable is a miss; on a store that leases on read,
 // the flight itself reads, and counts a miss only where it finds one.
 func (c *Cache[K, V]) flightFor(ctx context.Context, k string, key K, load Loader[K, V], first *view[V], mode flightMode, deadline time.Time) (Result[V], error) {
+	if first != nil && first.st == sOurs && first.m.kind == entry.Lease {
+		first.echoes = 1 // the read wrote this lease: its echo is to come
+	}
 	fl, leader := c.startFlight(ctx, k, key, load, first, mode, deadline)
 	if fl == nil {
 		if first != nil && first.st == sOurs {
-			c.release(nil, heldOf(k, first)) // leased on read, then the cache closed
+			c.release(nil, heldOf(k, first, 0)) // leased on read, then the cache closed
 		}
 		return Result[V]{}, ErrClosed
 	}
@@ -229,7 +234,7 @@ func (c *Cache[K, V]) flightFor(ctx context.Context, k string, key K, load Loade
 		// We leased the key on read, but a flight of this process started
 		// meanwhile (it may be waiting on our lease): give the lease back
 		// and share that flight.
-		h := heldOf(k, first)
+		h := heldOf(k, first, 0)
 		if !c.spawn("a lease's release", func() { c.release(nil, h) }) {
 			c.release(nil, h)
 		}
@@ -358,7 +363,7 @@ type loaded[V any] struct {
 	v        V
 	err      error
 	took     time.Duration
-	end      time.Time // when the loader returned: a value's age counts from then
+	start    time.Time // when the loader was called: a value's age counts from then, so it is never older than its TTL, however long the load
 	panicked bool
 	panicVal any
 	stack    []byte
@@ -382,8 +387,8 @@ func (c *Cache[K, V]) callLoader(fl *flight[V], key K, load Loader[K, V]) <-chan
 		returned := false
 		start := time.Now()
 		defer func() {
-			r.end = time.Now()
-			r.took = r.end.Sub(start)
+			r.start = start
+			r.took = time.Since(start)
 			if !returned {
 				if p := recover(); p != nil {
 					r.panicked, r.panicVal, r.stack = true, p, debug.Stack()

@@ -61,6 +61,14 @@ type held struct {
 	// exactly expect, the bytes the refresh read.
 	value  string
 	expect []byte
+
+	// snap is what the link said before the lease was written, and echoes
+	// how many writes of ours to the value key it has not told back yet at
+	// most: the lease, then each keep-alive. A near copy of what the flight
+	// writes back lets exactly those echoes pass (fewer is safe: a copy
+	// evicted too soon; more is not).
+	snap   snap
+	echoes int
 }
 
 // target is the key a write back goes to, and the bytes it must hold.
@@ -92,9 +100,10 @@ func (c *Cache[K, V]) refreshLock(ctx context.Context, k string, v *view[V], tok
 	return acquisition[V]{kind: acqLeased, lease: h, fallback: fb}
 }
 
-// heldOf is the lease a view found to be ours.
-func heldOf[V any](k string, v *view[V]) *held {
-	h := &held{key: k, token: v.m.token, bytes: v.raw}
+// heldOf is the lease a view found to be ours; echoes is how many of its
+// writes may not have been told back since the view's snapshot.
+func heldOf[V any](k string, v *view[V], echoes int) *held {
+	h := &held{key: k, token: v.m.token, bytes: v.raw, snap: v.snap, echoes: echoes}
 	if v.m.kind == entry.Value {
 		e, _ := entry.Decode(v.raw)
 		h.embedded, h.keep = &e, v.m.keepUntil
@@ -164,7 +173,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 				}
 				if stored {
 					c.waitDone(k, waitStart, "leased")
-					return acquisition[V]{kind: acqLeased, lease: &held{key: k, token: token, bytes: lease}, fallback: fb}
+					return acquisition[V]{kind: acqLeased, lease: &held{key: k, token: token, bytes: lease, snap: snap, echoes: 1}, fallback: fb}
 				}
 				read = c.look(k, cur, true, time.Now(), token)
 			} else {
@@ -220,7 +229,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 			// Our own lease, already there: a write whose reply was lost
 			// and that the store or its client retried.
 			c.waitDone(k, waitStart, "leased")
-			return acquisition[V]{kind: acqLeased, lease: heldOf(k, v), fallback: fb}
+			return acquisition[V]{kind: acqLeased, lease: heldOf(k, v, v.echoes), fallback: fb}
 		case sAbsent:
 			stored, err := c.setIfAbsent(ctx, k, lease, c.cfg.Lock.TTL, deadline)
 			if err != nil {
@@ -228,7 +237,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 			}
 			if stored {
 				c.waitDone(k, waitStart, "leased")
-				return acquisition[V]{kind: acqLeased, lease: &held{key: k, token: token, bytes: lease}, fallback: fb}
+				return acquisition[V]{kind: acqLeased, lease: &held{key: k, token: token, bytes: lease, snap: v.snap, echoes: 1}, fallback: fb}
 			}
 			lost++
 		case sExpired, sUnusable:
@@ -237,6 +246,7 @@ func (c *Cache[K, V]) acquire(fl *flight[V], key K, first *view[V], refresh bool
 				return c.storeFailed(ctx, k, waitStart, err, fb, h)
 			}
 			if h != nil {
+				h.snap, h.echoes = v.snap, 1
 				c.waitDone(k, waitStart, "leased")
 				return acquisition[V]{kind: acqLeased, lease: h, fallback: fb}
 			}
@@ -457,11 +467,13 @@ wait:
 	var write func()
 	switch {
 	case kind == kindValue || kind == kindNotFound && c.cfg.NegativeTTL > 0:
-		e, ttl := c.newEntry(kind, payload, r.took, fl.ttl, r.end)
+		e, ttl := c.newEntry(kind, payload, r.took, fl.ttl, r.start)
 		if o.err == nil {
 			o.res.Expires = e.FreshUntil
 		}
-		write = func() { c.writeBack(fl, h, &e, ttl) }
+		write = func() {
+			c.writeBack(fl, h, &e, ttl, func(before snap) { c.nearKeep(key, fl.key, &e, r.v, h, before) })
+		}
 	case kind == kindRearm:
 		write = func() { c.rearm(fl, h, fb) }
 	default:
@@ -491,10 +503,18 @@ func (c *Cache[K, V]) keepAlive(fl *flight[V], h *held) bool {
 	}
 	ok, err := c.cas(fl.ctx, h.key, h.bytes, next, ttl, now.Add(c.cfg.StoreTimeout))
 	if err != nil {
-		return err != errUnsupported // a failed call says nothing about the lease
+		// A failed call says nothing about the lease; it may have written
+		// it, and then its echo is to come, which is one more to let pass
+		// than may come: not counted (safe), at worst a copy evicted early.
+		return err != errUnsupported
 	}
-	if ok && h.embedded != nil {
-		h.bytes, h.embedded = next, &e
+	if ok {
+		if h.embedded != nil {
+			h.bytes, h.embedded = next, &e
+		}
+		if h.expect == nil {
+			h.echoes++ // a write to the value key: one more echo to come
+		}
 	}
 	return ok
 }

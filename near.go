@@ -3,6 +3,7 @@ package readthrough
 import (
 	"context"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/maypok86/otter/v2"
@@ -46,6 +47,11 @@ type nearEntry[V any] struct {
 	// ageMono is the value's age at the epoch: its age now is ageMono plus
 	// the time since.
 	ageMono time.Duration
+
+	// echoes counts the notifications of this process's own writes still
+	// to come for a copy of the value it just wrote (see nearKeep): the
+	// first that many changes reported for the key leave the copy be.
+	echoes atomic.Int32
 }
 
 // leasedMarker stands for a copy's lease token: a copy keeps none of the
@@ -114,6 +120,13 @@ func (n *near[K, V]) invalidate(s string) bool {
 	if !ok {
 		return false
 	}
+	if e, live := n.c.GetIfPresent(key); live {
+		for left := e.echoes.Load(); left > 0; left = e.echoes.Load() {
+			if e.echoes.CompareAndSwap(left, left-1) {
+				return false // our own write, told back: the copy is of it
+			}
+		}
+	}
 	delete(n.rev, s)
 	_, dropped := n.c.Invalidate(key)
 	return dropped
@@ -151,7 +164,11 @@ func (c *Cache[K, V]) nearEvicted(n int) {
 
 // nearPut keeps a copy of what a read of store key k found, if it may be
 // served and no change to the key was reported since the read began.
-func (c *Cache[K, V]) nearPut(key K, k string, v *view[V]) {
+func (c *Cache[K, V]) nearPut(key K, k string, v *view[V]) { c.nearPutEcho(key, k, v, 0) }
+
+// nearPutEcho is nearPut; echoes is how many notifications of its own
+// writes the copy lets pass (see nearKeep).
+func (c *Cache[K, V]) nearPutEcho(key K, k string, v *view[V], echoes int) {
 	if c.near == nil || !v.st.servable() || v.st != sNegative && !v.has || !v.snap.ok {
 		return
 	}
@@ -163,7 +180,39 @@ func (c *Cache[K, V]) nearPut(key K, k string, v *view[V]) {
 	el := now.Sub(c.epoch)
 	e := &nearEntry[V]{value: v.value, skey: k, m: m, gen: v.snap.gen, until: now.Add(c.cfg.Near.MaxAge),
 		freshMono: el + m.freshUntil.Sub(now), untilMono: el + c.cfg.Near.MaxAge, ageMono: now.Sub(m.writtenAt) - el}
+	e.echoes.Store(int32(echoes))
 	c.near.put(key, e, func() bool { return c.link.unchanged(k, v.snap) })
+}
+
+// nearKeep keeps the value this process just wrote to store key k (the
+// entry e, holding v) as its near copy, saving the read that would make
+// it. The store reports this process's own writes back to it (echoes):
+// the lease h was written, maybe kept alive, then the value; all after
+// h.snap, and none of them by anyone else, or the value's compare-and-swap
+// would have failed. So the echoes still to come are those writes less the
+// changes reported since: the copy lets exactly that many pass. Any other
+// count (a change of someone else's, or the link lost) and the copy is not
+// kept. With no lease (Lock.Disabled), before is the snapshot just before
+// the write.
+func (c *Cache[K, V]) nearKeep(key K, k string, e *entry.Entry, v V, h *held, before snap) {
+	since, writes := before, 1
+	if h != nil && h.snap.ok {
+		since, writes = h.snap, h.echoes+1
+	}
+	vw := view[V]{m: metaOf(e), value: v, has: e.Kind == entry.Value}
+	vw.st = c.classify(&vw.m, time.Now(), nil)
+	seq, gen := c.link.slot(k).Load(), c.link.gen.Load()
+	told := int(seq - since.seq)
+	if !vw.st.servable() || gen != since.gen || told < 0 || told > writes {
+		c.invalidateLocal(k)
+		return
+	}
+	pending := 0
+	if c.link.covers(gen) {
+		pending = writes - told // a store that tells: its echoes are to come
+	} // else no echo will come: the copy lives MaxAge, as any while the link is down
+	vw.snap = snap{gen: gen, seq: seq, ok: true}
+	c.nearPutEcho(key, k, &vw, pending)
 }
 
 // nearGet answers a call from the near cache, if the copy may be served.

@@ -29,7 +29,8 @@ func nearOpts(o *rt.Options[string, string]) *rt.Options[string, string] {
 }
 
 // TestNearHitsMakeNoStoreCall: after a key is loaded or read once, later
-// calls are answered from memory: SourceNear, no store call.
+// calls are answered from memory: SourceNear, no store call. The process
+// that loaded it keeps what it wrote, with no read to make the copy.
 func TestNearHitsMakeNoStoreCall(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		fs := storetest.NewFaultyStore(memstore.New())
@@ -38,9 +39,16 @@ func TestNearHitsMakeNoStoreCall(t *testing.T) {
 		_, err := c.GetOrLoad(context.Background(), "k", l.load)
 		require.NoError(t, err)
 		synctest.Wait()
-		r, err := c.Fetch(context.Background(), "k", l.load) // a read: the copy is made
+		r, err := c.Fetch(context.Background(), "k", l.load)
+		require.NoError(t, err)
+		assert.Equal(t, rt.SourceNear, r.Source, "the loader's process kept what it wrote")
+		other := newCache(t, fs, nearOpts(nil))
+		r, err = other.Fetch(context.Background(), "k", l.load) // another process: a read makes its copy
 		require.NoError(t, err)
 		assert.Equal(t, rt.SourceCache, r.Source)
+		r, err = other.Fetch(context.Background(), "k", l.load)
+		require.NoError(t, err)
+		assert.Equal(t, rt.SourceNear, r.Source)
 		fs.ResetCalls()
 		for range 10 {
 			r, err := c.Fetch(context.Background(), "k", l.load)
@@ -50,7 +58,7 @@ func TestNearHitsMakeNoStoreCall(t *testing.T) {
 		}
 		assert.Zero(t, fs.TotalCalls(), "no store call")
 		st := c.Stats()
-		assert.EqualValues(t, 10, st.NearHits)
+		assert.EqualValues(t, 11, st.NearHits)
 		assert.EqualValues(t, 11, st.Hits, "near hits count in Hits too")
 		assert.EqualValues(t, 1, st.NearEntries)
 		assert.Equal(t, 1, l.n())
@@ -121,8 +129,6 @@ func TestNearCopiesAreEvictedByEveryWriter(t *testing.T) {
 				self, other := newCache(t, mem, opts), newCache(t, mem, opts)
 				_, _ = self.GetOrLoad(context.Background(), "k", func(context.Context, string) (string, error) { return "old", nil })
 				r, _ := self.Fetch(context.Background(), "k", nil2[string])
-				require.Equal(t, rt.SourceCache, r.Source)
-				r, _ = self.Fetch(context.Background(), "k", nil2[string])
 				require.Equal(t, rt.SourceNear, r.Source)
 
 				w.write(t, other, mem, "k")
@@ -253,7 +259,7 @@ func TestResilienceWorksFromNearHits(t *testing.T) {
 			assert.Equal(t, "k v1", r.Value)
 			synctest.Wait()
 			assert.EqualValues(t, 2, l.calls.Load(), "refreshed in the background")
-			assert.EqualValues(t, 1, c.Stats().NearHits)
+			assert.EqualValues(t, 2, c.Stats().NearHits, "the read after the load, and the stale one")
 		})
 	})
 	t.Run("EarlyRefresh", func(t *testing.T) {
@@ -324,5 +330,66 @@ func TestARefreshKeepsOtherProcessesCopiesUntilItLands(t *testing.T) {
 		assert.EqualValues(t, 2, l.calls.Load(), "one refresh across both processes")
 		r, _ = b.Fetch(context.Background(), "k", l.load)
 		assert.Equal(t, "k v2", r.Value)
+	})
+}
+
+// slowLink is a memstore whose change notifications reach the Cache only
+// when the test delivers them, in order: a Redis link whose invalidations
+// arrive after the writer's own calls returned.
+type slowLink struct {
+	*memstore.Store
+	mu      sync.Mutex
+	l       store.Listener
+	pending []string
+}
+
+func (s *slowLink) Notify(prefix string, l store.Listener) (func(), error) {
+	s.mu.Lock()
+	s.l = l
+	s.mu.Unlock()
+	return s.Store.Notify(prefix, queued{s})
+}
+
+type queued struct{ s *slowLink }
+
+func (q queued) Connected(complete bool) { q.s.l.Connected(complete) }
+func (q queued) Disconnected(err error)  { q.s.l.Disconnected(err) }
+func (q queued) Changed(key string) {
+	q.s.mu.Lock()
+	q.s.pending = append(q.s.pending, key)
+	q.s.mu.Unlock()
+}
+
+// deliver hands the Cache every notification held back so far.
+func (s *slowLink) deliver() int {
+	s.mu.Lock()
+	keys := s.pending
+	s.pending = nil
+	l := s.l
+	s.mu.Unlock()
+	for _, k := range keys {
+		l.Changed(k)
+	}
+	return len(keys)
+}
+
+// TestOwnWriteEchoesPassButNoOtherChange: the loader's process keeps the
+// value it wrote as its near copy, and lets exactly the notifications of
+// its own writes (the lease, the value) pass when they arrive late; a
+// change by anyone else after them still evicts the copy.
+func TestOwnWriteEchoesPassButNoOtherChange(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		s := &slowLink{Store: memstore.New()}
+		c := newCache(t, rt.Store(s), &rt.Options[string, string]{Namespace: "n", Near: rt.NearOptions{MaxEntries: 10}})
+		other := newCache(t, rt.Store(s.Store), &rt.Options[string, string]{Namespace: "n"})
+		_, err := c.GetOrLoad(context.Background(), "k", func(context.Context, string) (string, error) { return "mine", nil })
+		require.NoError(t, err)
+		require.NoError(t, other.Set(context.Background(), "k", "theirs")) // after our write, by another process
+		r, _ := c.Fetch(context.Background(), "k", nil2[string])
+		assert.Equal(t, rt.SourceNear, r.Source, "kept, with no read")
+		assert.Equal(t, "mine", r.Value, "the other's change is not told yet")
+		assert.Equal(t, 3, s.deliver(), "the lease, our value, their Set")
+		r, _ = c.Fetch(context.Background(), "k", nil2[string])
+		assert.Equal(t, "theirs", r.Value, "our two echoes passed; their change evicted the copy")
 	})
 }

@@ -112,6 +112,9 @@ type view[V any] struct {
 	value V
 	has   bool // value is decoded
 	snap  snap // what the link said before the read, for the near cache
+	// echoes: the read itself wrote a lease (a get-or-lease that stored),
+	// whose notification is still to come.
+	echoes int
 }
 
 // look classifies raw (ok false: the key held nothing) at now, decoding the

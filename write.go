@@ -15,8 +15,9 @@ import (
 // stored for: a value fresh for TTL (or the loader's own, see SetTTL) and
 // kept for this Cache's stale window after it, or a not-found fresh for
 // NegativeTTL. took is the load's duration, recorded for early refresh;
-// at is when the load returned, which the value's freshness counts from
-// (not when it is written, which on a busy machine may be later).
+// at is when the load began, which the value's freshness counts from: the
+// upstream's answer is at least that old, and a value is never served
+// longer than its TTL after it, however long the load and the write took.
 func (c *Cache[K, V]) newEntry(kind entryKind, payload []byte, took time.Duration, box *ttlBox, at time.Time) (entry.Entry, time.Duration) {
 	o := &c.cfg.Options
 	fresh, keep := o.TTL, c.cfg.staleWindow()
@@ -72,7 +73,9 @@ func (c *Cache[K, V]) tooLarge(k string, b []byte) bool {
 // writeBack writes a load's entry while the key still holds the flight's
 // lease h (h nil: with Lock.Disabled, unconditionally), and never after a
 // Set or Delete of the key in this process superseded the flight.
-func (c *Cache[K, V]) writeBack(fl *flight[V], h *held, e *entry.Entry, ttl time.Duration) {
+// keep, when not nil, is called instead of dropping this process's near
+// copy if the write went in: to keep the value just written as the copy.
+func (c *Cache[K, V]) writeBack(fl *flight[V], h *held, e *entry.Entry, ttl time.Duration, keep func(snap)) {
 	b := entry.Encode(e)
 	if c.tooLarge(fl.key, b) {
 		if h != nil {
@@ -80,13 +83,13 @@ func (c *Cache[K, V]) writeBack(fl *flight[V], h *held, e *entry.Entry, ttl time
 		}
 		return
 	}
-	c.fencedWrite(fl, h, b, ttl)
+	c.fencedWrite(fl, h, b, ttl, keep)
 }
 
 // fencedWrite is the one place a flight writes the key: under the flight's
 // write lock, which a Set or Delete in this process takes too, and only if
 // none superseded it.
-func (c *Cache[K, V]) fencedWrite(fl *flight[V], h *held, b []byte, ttl time.Duration) {
+func (c *Cache[K, V]) fencedWrite(fl *flight[V], h *held, b []byte, ttl time.Duration, keep func(snap)) {
 	ctx, cancel := c.bgCtx()
 	defer cancel()
 	deadline := time.Now().Add(c.cfg.StoreTimeout)
@@ -95,23 +98,38 @@ func (c *Cache[K, V]) fencedWrite(fl *flight[V], h *held, b []byte, ttl time.Dur
 	if fl.superseded.Load() {
 		return
 	}
-	// Whatever this write does, no near copy from before it survives it
-	// (a store that cannot notify would not tell this process).
-	defer c.invalidateLocal(fl.key)
 	if h != nil && h.expect != nil {
 		// A refresh's lock, beside the value: free it once the value is
 		// written (or not), so the next refresh need not wait out its TTL.
 		defer c.unlock(h)
 	}
+	before := c.link.snapshot(fl.key)
+	written := false
 	if h != nil && c.caps.hasCAS() {
 		// Swapped or not, we are done: not swapped means the key changed
 		// during the load, and the change stands.
 		k, expect := h.target()
-		if _, err := c.cas(ctx, k, expect, b, ttl, deadline); err != errUnsupported {
+		ok, err := c.cas(ctx, k, expect, b, ttl, deadline)
+		if err != errUnsupported {
+			written = ok && err == nil
+			c.afterWrite(fl.key, written, before, keep)
 			return
 		}
 	}
-	_ = c.put(ctx, fl.key, b, ttl, deadline)
+	written = c.put(ctx, fl.key, b, ttl, deadline) == nil
+	c.afterWrite(fl.key, written, before, keep)
+}
+
+// afterWrite settles this process's near copy of k after its own write:
+// kept as the value just written (keep), or else dropped, so no copy from
+// before the write survives it (a store that cannot notify would not tell
+// this process).
+func (c *Cache[K, V]) afterWrite(k string, written bool, before snap, keep func(snap)) {
+	if !written || keep == nil || c.near == nil {
+		c.invalidateLocal(k)
+		return
+	}
+	keep(before)
 }
 
 // rearm is fail-safe after a failed load: the expired value fb is written
@@ -132,7 +150,7 @@ func (c *Cache[K, V]) rearm(fl *flight[V], h *held, fb *view[V]) {
 	if fb.m.keepUntil.After(end) {
 		e.StaleUntil = fb.m.keepUntil
 	}
-	c.fencedWrite(fl, h, entry.Encode(&e), c.roundTTL(e.StaleUntil.Sub(now)))
+	c.fencedWrite(fl, h, entry.Encode(&e), c.roundTTL(e.StaleUntil.Sub(now)), nil)
 }
 
 func errTooLarge(k string, size, max int) error {

@@ -346,3 +346,38 @@ func TestInvalidationWinsOnRedis(t *testing.T) {
 }
 
 func echo(_ context.Context, k string) (string, error) { return "value of " + k, nil }
+
+// TestLoaderKeepsItsOwnWriteAsANearCopy: the process that loads a key keeps
+// the value it wrote as its near copy (no read to make it), and the echo of
+// its own write from Redis does not evict it; a later write by anyone does.
+func TestLoaderKeepsItsOwnWriteAsANearCopy(t *testing.T) {
+	srv := redistest.Start(t)
+	raw := srv.Client(t)
+	c := newRedisCache(t, redisstore.New(readmeClient(t, srv.Addr)), &readthrough.Options[string, string]{
+		Namespace: "own", TTL: time.Hour, Near: readthrough.NearOptions{MaxEntries: 1000},
+	})
+	_, _ = c.GetOrLoad(t.Context(), "warm", echo) // the link is up
+	require.Eventually(t, func() bool {
+		r, _ := c.Fetch(t.Context(), "warm", echo)
+		return r.Source == readthrough.SourceNear
+	}, 5*time.Second, time.Millisecond)
+	near := 0
+	const n = 50
+	for i := range n {
+		k := fmt.Sprint("k", i)
+		_, err := c.GetOrLoad(t.Context(), k, echo)
+		require.NoError(t, err)
+		time.Sleep(5 * time.Millisecond) // the echo of the write arrives
+		if r, _ := c.Fetch(t.Context(), k, echo); r.Source == readthrough.SourceNear {
+			near++
+		}
+	}
+	t.Logf("%d of %d loads kept as near copies", near, n)
+	assert.GreaterOrEqual(t, near, n*8/10, "the loader's own write kept, its echo let pass")
+	// A later write, by anyone, still evicts.
+	require.NoError(t, raw.Del(t.Context(), "own:k0").Err())
+	require.Eventually(t, func() bool {
+		r, _ := c.Fetch(t.Context(), "k0", func(context.Context, string) (string, error) { return "reloaded", nil })
+		return r.Value == "reloaded"
+	}, 5*time.Second, time.Millisecond, "a DEL after the echo evicts the kept copy")
+}

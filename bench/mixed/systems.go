@@ -72,6 +72,12 @@ func Contenders() []Contender {
 			return newReadthrough(env, nil)
 		}},
 		{"readthrough+near", "readthrough with its near cache (MaxEntries = the key count): in-process copies in front of redisstore", newReadthroughNear},
+		{"readthrough+near+early", "readthrough+near with early refresh (EarlyRefresh β = 1): hot keys reloaded in the background before they expire, never served past their TTL", func(env Env) (System, error) {
+			return newReadthrough(env, func(o *readthrough.Options[int, Value]) {
+				o.Near = readthrough.NearOptions{MaxEntries: env.Keys}
+				o.EarlyRefresh = 1
+			})
+		}},
 		{"sturdyc", "sturdyc, distributed storage on Redis (GET/SET), its in-process cache as it comes", newSturdyc},
 		{"go-redis/cache local", "go-redis/cache Once, local TinyLFU in front of Redis", func(env Env) (System, error) {
 			return newGoRedisCache(env, true), nil
