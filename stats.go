@@ -8,9 +8,9 @@ import (
 // Stats are a Cache's counters since [New]: the default [Recorder]'s
 // view. Each field counts events, not callers, unless it says otherwise.
 type Stats struct {
-	Hits         uint64 // calls answered with a fresh cached value, near copies and fail-safe re-armed values included
-	NearHits     uint64 // calls answered from the near cache, with no store call (also counted in Hits, or StaleHits)
-	NegativeHits uint64 // calls answered with a cached not-found
+	Hits         uint64 // calls answered with a fresh cached value, near copies included
+	NearHits     uint64 // calls answered from the near cache, with no store call (also counted in Hits, StaleHits or FailSafeHits)
+	NegativeHits uint64 // calls answered with a cached not-found (near copies included)
 	Misses       uint64 // calls that found nothing servable and joined or started a flight
 	Loads        uint64 // loader calls
 	LoadErrors   uint64 // loader calls that failed (not-found excluded), panicked, exited or timed out

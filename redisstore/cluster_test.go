@@ -19,9 +19,9 @@ import (
 	"github.com/stretchr/testify/require"
 )
 
-// TestCluster runs the store on a real 3-node Redis Cluster: value keys and
-// their lock keys hash to different slots, on different nodes, and every
-// operation touches one key, so nothing crosses a slot.
+// TestCluster runs the store on a real 3-node Redis Cluster: a key's lease
+// lives in the key itself, and every operation touches one key (a batch is
+// split by node), so nothing ever crosses a slot.
 func TestCluster(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a 3-node cluster; -short skips it")
