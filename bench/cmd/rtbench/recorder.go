@@ -38,9 +38,9 @@ func recorders() {
 		fmt.Printf("| %s | %.0f | %d | %s |\n", c.Name, median(ns[i]), allocs[i], added)
 	}
 	fmt.Println()
-	fmt.Println("Most of what a Recorder adds is the path it sends the call down, not its own work (`go test -bench")
-	fmt.Println("'Recorder/near/counting' -cpuprofile`): with a Recorder a near hit leaves the one-clock-read fast path (it")
-	fmt.Println("reads the wall clock too and classifies the copy), and a memstore read goes through the generic store call,")
-	fmt.Println("which times it (two clock reads) and allocates a closure.")
+	fmt.Println("A near hit stays on its one-clock-read fast path with a Recorder: what it adds is the Event and the call")
+	fmt.Println("itself. A store hit with a Recorder goes through the generic store call, which times it (two clock reads) and")
+	fmt.Println("allocates a closure: most of what it adds there is that path, not the Recorder's own work (`go test -bench")
+	fmt.Println("'Recorder/store' -cpuprofile`).")
 	fmt.Println()
 }
