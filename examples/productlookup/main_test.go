@@ -31,13 +31,17 @@ func startDemo(t *testing.T, latency time.Duration, failSafe bool) (*catalog, st
 func TestBurstsCostOneUpstreamCallEach(t *testing.T) {
 	catalog, svcURL := startDemo(t, 20*time.Millisecond, false)
 
+	// A cold burst's requests that arrive after its one load has finished
+	// are hits, and that depends on the scheduler, so a cold burst is
+	// checked by its upstream calls and a warm one by its hits.
 	for _, tc := range []struct {
-		id, status, upstream, hits int
+		id, status, upstream int
+		warm                 bool
 	}{
-		{7, 200, 1, 0},     // cold: one load for the whole burst
-		{7, 200, 0, 20},    // warm: all hits
-		{4040, 404, 1, 0},  // missing: the 404 is relayed and cached
-		{4040, 404, 0, 20}, // and served from the cache
+		{7, 200, 1, false},    // cold: one load for the whole burst
+		{7, 200, 0, true},     // warm: all hits
+		{4040, 404, 1, false}, // missing: the 404 is relayed and cached
+		{4040, 404, 0, true},  // and served from the cache
 	} {
 		before := catalog.calls.Load()
 		r := burst(svcURL, tc.id, 20)
@@ -47,8 +51,11 @@ func TestBurstsCostOneUpstreamCallEach(t *testing.T) {
 		if got := catalog.calls.Load() - before; got != int64(tc.upstream) {
 			t.Errorf("id %d: %d upstream calls, want %d", tc.id, got, tc.upstream)
 		}
-		if r.hits != tc.hits {
-			t.Errorf("id %d: %d x-cache hits, want %d", tc.id, r.hits, tc.hits)
+		switch {
+		case tc.warm && r.hits != 20:
+			t.Errorf("id %d, warm: %d x-cache hits, want 20", tc.id, r.hits)
+		case !tc.warm && r.misses == 0:
+			t.Errorf("id %d, cold: no x-cache miss, want at least the loading request's", tc.id)
 		}
 	}
 }
