@@ -37,10 +37,16 @@ func newCache(t *testing.T, s rt.Store, o *rt.Options[string, string]) *rt.Cache
 func TestCacheRequestsAndLoads(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		m := newMeter(t)
-		c := newCache(t, memstore.New(), &rt.Options[string, string]{
-			Namespace: "product", Recorder: m.rec,
-			Near: rt.NearOptions{MaxEntries: 10}, NegativeTTL: time.Minute,
-		})
+		// Two processes over one store, reporting to one meter: one loads,
+		// the other reads what it wrote.
+		store := memstore.New()
+		opts := func() *rt.Options[string, string] {
+			return &rt.Options[string, string]{
+				Namespace: "product", Recorder: m.rec,
+				Near: rt.NearOptions{MaxEntries: 10}, NegativeTTL: time.Minute,
+			}
+		}
+		loader, reader := newCache(t, store, opts()), newCache(t, store, opts())
 		load := func(ctx context.Context, k string) (string, error) {
 			time.Sleep(250 * time.Millisecond) // the bubble's clock: an exact duration
 			if k == "gone" {
@@ -49,9 +55,11 @@ func TestCacheRequestsAndLoads(t *testing.T) {
 			return "value of " + k, nil
 		}
 		var got []rt.Source
-		for _, k := range []string{"a", "a", "a", "gone", "gone", "gone"} {
-			r, _ := c.Fetch(context.Background(), k, load)
-			got = append(got, r.Source)
+		for _, k := range []string{"a", "gone"} {
+			for _, c := range []*rt.Cache[string, string]{loader, reader, reader} {
+				r, _ := c.Fetch(context.Background(), k, load)
+				got = append(got, r.Source)
+			}
 		}
 		// The scenario: a load, a store hit that keeps a near copy, a near hit.
 		require.Equal(t, []rt.Source{rt.SourceLoader, rt.SourceCache, rt.SourceNear, rt.SourceLoader, rt.SourceCache, rt.SourceNear}, got)

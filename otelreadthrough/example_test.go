@@ -38,7 +38,8 @@ func Example() {
 	defer products.Close()
 	lookup := func(ctx context.Context, id int) (string, error) { return fmt.Sprint("product ", id), nil }
 
-	// A load, a hit from the store (which keeps a near copy), then near hits.
+	// A load (whose process keeps the value it wrote as a near copy),
+	// then near hits.
 	for range 4 {
 		if _, err := products.GetOrLoad(ctx, 42, lookup); err != nil {
 			panic(err)
@@ -69,8 +70,7 @@ func Example() {
 	fmt.Println(strings.Join(lines, "\n"))
 	// Output:
 	// readthrough.load.duration outcome=ok: 1 recorded
-	// readthrough.requests result=hit source=cache = 1
-	// readthrough.requests result=hit source=near = 2
+	// readthrough.requests result=hit source=near = 3
 	// readthrough.requests result=miss = 1
 }
 
