@@ -428,12 +428,8 @@ func (c *Cache[K, V]) batchLoad(shared *flight[V], ms []*member[K, V], load Batc
 		var zero V
 		return zero, err
 	})
-	var tick <-chan time.Time
-	if c.caps.hasCAS() {
-		t := time.NewTicker(max(c.cfg.Lock.TTL/3, time.Millisecond))
-		defer t.Stop()
-		tick = t.C
-	}
+	tick, stop := c.keepAliveTicker(true)
+	defer stop()
 	var r loaded[V]
 wait:
 	for {

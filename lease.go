@@ -414,6 +414,17 @@ func (c *Cache[K, V]) waitChange(ctx context.Context, w *watcher, bo *backoff.Ba
 	return nil
 }
 
+// keepAliveTicker ticks every third of Lock.TTL while a load runs under a
+// lease the store can keep alive (compare-and-swap), so that two ticks can
+// be lost before the lease expires; without one it never ticks.
+func (c *Cache[K, V]) keepAliveTicker(leased bool) (<-chan time.Time, func()) {
+	if !leased || !c.caps.hasCAS() {
+		return nil, func() {}
+	}
+	t := time.NewTicker(max(c.cfg.Lock.TTL/3, time.Millisecond))
+	return t.C, t.Stop
+}
+
 // loadLeased loads under the lease h, keeping it alive while the loader
 // runs, and writes the answer back while the key still holds the lease (h
 // nil, with Lock.Disabled: unconditionally, unless a Set or Delete of this
@@ -433,12 +444,8 @@ func (c *Cache[K, V]) loadLeased(fl *flight[V], key K, load Loader[K, V], h *hel
 		}
 	}()
 	ch := c.callLoader(fl, key, load)
-	var tick <-chan time.Time
-	if h != nil && c.caps.hasCAS() {
-		t := time.NewTicker(max(c.cfg.Lock.TTL/3, time.Millisecond))
-		defer t.Stop()
-		tick = t.C
-	}
+	tick, stop := c.keepAliveTicker(h != nil)
+	defer stop()
 	var r loaded[V]
 wait:
 	for {
